@@ -1,0 +1,27 @@
+"""User-facing errors and the command-line wrapper that prints them as one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+
+class UserError(ValueError):
+    """A problem with the user's input (config, paths, files): shown as one line, no traceback."""
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a tool's ``main``; print user errors as ``error: <message>`` and exit with status 2.
+
+    Set ``VIVIT_TL_DEBUG=1`` to see the full traceback instead.
+    """
+    try:
+        result = main()
+    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError) as exc:
+        if os.environ.get("VIVIT_TL_DEBUG"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(result if isinstance(result, int) else 0)
