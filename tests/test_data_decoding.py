@@ -1,0 +1,118 @@
+"""Decoding: exact frames at sampled indices, fallbacks, bad files, real clips."""
+
+import av
+import numpy as np
+import pytest
+
+from vivit_tl.data import DataConfig, read_video_views
+from vivit_tl.data.decoding import ReadError, read_frames
+from vivit_tl.data.sampling import eval_clip_indices, train_clip_indices
+from vivit_tl.data.writer import write_video
+
+from video_utils import make_bad_files, random_frames, write_faststart, write_lossless
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav", "auto"])
+def test_lossless_video_decodes_to_the_source_frames(tmp_path, decoder):
+    frames = random_frames(40)
+    path = write_lossless(tmp_path / "lossless.mp4", frames)
+    for u in (0.0, 0.37, 0.99):
+        got, idx = read_frames(path, lambda n: train_clip_indices(n, 8, 3, u), decoder=decoder)
+        assert idx.shape == (8,) and idx.max() < 40
+        np.testing.assert_array_equal(got, frames[idx])
+    got, idx = read_frames(path, lambda n: eval_clip_indices(n, 6, 4, num_clips=3), decoder=decoder)
+    assert got.shape == (3, 6, 32, 32, 3)
+    np.testing.assert_array_equal(got, frames[idx])
+    # Unsorted and repeated indices come back in the order asked.
+    got, _ = read_frames(path, lambda n: np.array([30, 2, 2, 17, 39]), decoder=decoder)
+    np.testing.assert_array_equal(got, frames[[30, 2, 2, 17, 39]])
+
+
+def test_pyav_reader_seeks_and_skips_unneeded_frames_exactly(tmp_path):
+    """Keyframes every 10 frames and B-frames: the seeking reader (which does not decode unneeded
+    non-reference frames) returns exactly what a plain decode of every frame returns."""
+    path = tmp_path / "bframes.mp4"
+    write_video(path, random_frames(45, size=48), crf=23,
+                x264_params="bframes=3:b-adapt=0:keyint=10:min-keyint=10:scenecut=0")
+    with av.open(str(path)) as container:
+        decoded = list(container.decode(video=0))
+        reference = np.stack([f.to_ndarray(format="rgb24") for f in decoded])
+        assert {int(f.pict_type) for f in decoded} == {1, 2, 3}  # I, P and B frames
+    for u in np.linspace(0, 0.99, 7):
+        got, idx = read_frames(path, lambda n: train_clip_indices(n, 6, 3, u), decoder="pyav")
+        np.testing.assert_array_equal(got, reference[idx])
+    got, idx = read_frames(path, lambda n: eval_clip_indices(n, 4, 5, num_clips=3), decoder="pyav")
+    np.testing.assert_array_equal(got, reference[idx])
+
+
+def test_decord_works_after_pytorchvideo_set_the_torch_bridge(tmp_path):
+    import decord
+
+    frames = random_frames(6)
+    path = write_lossless(tmp_path / "v.mp4", frames)
+    decord.bridge.set_bridge("torch")  # what `import pytorchvideo.data` does
+    try:
+        got, _ = read_frames(path, np.arange, decoder="decord")
+    finally:
+        decord.bridge.reset_bridge()
+    np.testing.assert_array_equal(got, frames)
+
+
+def test_truncated_video_is_clamped_to_the_frames_that_decode(tmp_path):
+    frames = random_frames(30)
+    full = write_faststart(tmp_path / "full.mp4", frames)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])  # the header still claims 30 frames
+    seen = []
+    got, idx = read_frames(cut, lambda n: seen.append(n) or np.arange(n), decoder="auto")
+    assert 0 < seen[-1] < 30  # only the frames that are really there
+    assert idx.max() < seen[-1]
+    np.testing.assert_array_equal(got, frames[idx])
+
+
+def test_every_kind_of_bad_file_raises_a_read_error_with_its_reason(tmp_path):
+    good = write_lossless(tmp_path / "good.mp4", random_frames(12))
+    expected = make_bad_files(tmp_path / "bad", good)
+    for name, reason in expected.items():
+        with pytest.raises(ReadError) as info:
+            read_frames(tmp_path / "bad" / name, np.arange)
+        assert info.value.reason == reason, name
+        assert name in str(info.value)
+
+
+def test_decoding_downscales_large_videos(tmp_path):
+    frames = np.repeat(np.repeat(random_frames(4, size=16), 8, axis=1), 8, axis=2)[:, :96]  # [4, 96, 128, 3]
+    landscape = write_lossless(tmp_path / "landscape.mp4", frames)
+    portrait = write_lossless(tmp_path / "portrait.mp4", frames.transpose(0, 2, 1, 3).copy())
+    for decoder in ("decord", "pyav"):
+        got, _ = read_frames(landscape, np.arange, decoder=decoder, max_short_side=48)
+        assert got.shape == (4, 48, 64, 3), decoder
+        assert np.abs(got.astype(int) - frames[:, ::2, ::2]).mean() < 40  # the same picture, smaller
+        got, _ = read_frames(portrait, np.arange, decoder=decoder, max_short_side=48)
+        assert got.shape == (4, 128, 96, 3), decoder  # decord cannot resize to portrait: done later
+
+
+REAL_CLIPS = {  # file: (frames, height, width)
+    "kinetics_arm_wrestling.mp4": (280, 256, 340),
+    "h264_340x256_300f.mp4": (300, 256, 340),
+    "h264_32f.mp4": (32, 256, 340),
+    "mpeg4_audio_320x240.avi": (164, 240, 320),
+    "h264_1920x1080_72f.mp4": (72, 1080, 1920),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_CLIPS))
+def test_real_clips_decode(shared_data, name):
+    path = shared_data / "videos" / name
+    frames, height, width = REAL_CLIPS[name]
+    seen = []
+    got, idx = read_frames(path, lambda n: seen.append(n) or np.array([0, n // 2, n - 1]), decoder="decord")
+    assert seen == [frames] and got.shape == (3, height, width, 3)
+    assert got.std() > 5  # real pictures, not blank frames
+    ref, _ = read_frames(path, lambda n: np.array([0, n // 2, n - 1]), decoder="pyav")
+    assert np.abs(got.astype(int) - ref).mean() < 3  # both decoders agree up to colour conversion
+    cfg = DataConfig.from_preset("kinetics", kind="video_folder", num_frames=8, frame_stride=4, eval_clips=2)
+    views, raw = read_video_views(path, cfg, return_frames=True)
+    assert views.shape == (6, 3, 8, 224, 224) and raw.shape == (6, 8, 224, 224, 3)
+    assert np.isfinite(views.numpy()).all()

@@ -1,0 +1,138 @@
+"""Images as one-frame clips: CIFAR-10 (torchvision), image folders, archives, the Keras preset."""
+
+import hashlib
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets import CIFAR10
+
+from vivit_tl.data import DataConfig, build_dataset, dataset_root, prepare_dataset, read_video_views
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_tiny_cifar(root, monkeypatch, per_batch=6, test_size=5):
+    """A CIFAR-10 python-format folder with few images; torchvision's checksums point at these files."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    files = {}
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test_size)]:
+        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, n).tolist()}
+        files[name] = entry
+        (folder / name).write_bytes(pickle.dumps(entry))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": CIFAR_CLASSES}))
+    md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5["batches.meta"]})
+    return files
+
+
+def test_cifar10_python_format_loads_as_one_frame_clips(tmp_path, monkeypatch):
+    files = write_tiny_cifar(tmp_path, monkeypatch)
+    cfg = DataConfig.from_preset("keras_cifar", kind="cifar10", root=str(tmp_path), val_size=10)
+    prepare_dataset(cfg)
+    train, val = build_dataset(cfg, "train", train=True), build_dataset(cfg, "val", train=False)
+    test = build_dataset(cfg, "test", train=False)
+    assert (len(train), len(val), len(test)) == (20, 10, 5)  # 30 train images: 20 / 10 carved by split_seed
+    assert train.classes == CIFAR_CLASSES
+    assert not set(train.video_names) & set(val.video_names)
+    assert sorted(train.video_names + val.video_names) == [f"train/{i:05d}" for i in range(30)]
+    assert build_dataset(cfg, "val", train=False).video_names == val.video_names  # stable by seed
+    clip, label, index = train[3]
+    assert clip.shape == (3, 1, 48, 48) and 0 <= clip.min() and clip.max() <= 1  # Keras: [0, 1], no mean/std
+    # Evaluation (Keras): the whole 32x32 image resized to 48x48, no crop, no flip.
+    clip, label, index = test[2]
+    image = files["test_batch"]["data"][2].reshape(3, 32, 32)
+    expected = torch.nn.functional.interpolate(torch.tensor(image[None], dtype=torch.float32) / 255, size=48,
+                                               mode="bilinear", antialias=True, align_corners=False)[0]
+    assert label == files["test_batch"]["labels"][2] and index == 2
+    assert (clip[:, 0] - expected).abs().max() < 0.01
+    keras = build_dataset(DataConfig.from_dict({**cfg.to_dict(), "split_seed": None}), "val", train=False)
+    assert keras.video_names == [f"train/{i:05d}" for i in range(20, 30)]  # Keras: x_train[40000:]
+    with pytest.raises(ValueError, match="split_seed=None.*only for kind 'cifar10'"):
+        DataConfig.from_preset("keras_cifar", kind="image_folder", split_seed=None)
+    with pytest.raises(ValueError, match="CIFAR-10 split 'valid'"):
+        build_dataset(cfg, "valid", train=False)
+    with pytest.raises(FileNotFoundError, match="set download: true"):
+        prepare_dataset(DataConfig(kind="cifar10", num_frames=1, root=str(tmp_path / "empty")))
+
+
+def test_keras_preset_training_augmentation():
+    cfg = DataConfig.from_preset("keras_cifar", kind="image_folder", root="unused")
+    assert (cfg.short_side, cfg.image_size, cfg.hflip, cfg.mean, cfg.num_views) == (52, 48, True, None, 1)
+    from vivit_tl.data.transforms import as_video, train_transform
+
+    image = torch.arange(32 * 32 * 3, dtype=torch.int64).remainder(251).to(torch.uint8).reshape(1, 32, 32, 3)
+    outs = [train_transform(cfg)(as_video(image)) for _ in range(20)]
+    assert all(o.shape == (1, 3, 48, 48) for o in outs)
+    assert len({o.numpy().tobytes() for o in outs}) > 5  # random crops and flips
+
+
+def make_image_folder(root, splits=("train", "test"), per_class=3, classes=("cat", "dog")):
+    rng = np.random.default_rng(1)
+    for split in splits:
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+
+
+def test_image_folder_with_a_bad_image(tmp_path):
+    make_image_folder(tmp_path)
+    (tmp_path / "train" / "dog" / "broken.jpg").write_text("not a jpeg")
+    cfg = DataConfig.from_preset("keras_cifar", kind="image_folder", root=str(tmp_path), val_size=0)
+    train = build_dataset(cfg, "train", train=True)
+    assert train.classes == ["cat", "dog"] and len(train) == 7
+    items = [train[i] for i in range(len(train))]
+    assert all(x.shape == (3, 1, 48, 48) for x, _, _ in items)
+    assert train.num_skipped == 1 and train.bad_files() == [("train/dog/broken.jpg", "not an image or unreadable")]
+    views, raw = read_video_views(tmp_path / "test" / "cat" / "0.png", cfg, return_frames=True)
+    assert views.shape == (1, 3, 1, 48, 48) and raw.shape == (1, 1, 48, 48, 3)
+    test = build_dataset(cfg, "test", train=False)
+    assert torch.equal(test[0][0], views[0])
+    with pytest.raises(ValueError, match="is not an image"):
+        read_video_views(tmp_path / "x.mp4", cfg)
+    with pytest.raises(ValueError, match="num_frames: 1"):
+        DataConfig(kind="image_folder")
+
+
+def test_archive_is_unpacked_once_into_the_cache(tmp_path):
+    make_image_folder(tmp_path / "src" / "tiny")
+    archive = tmp_path / "tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "tiny", arcname="tiny")
+    cfg = DataConfig.from_preset("keras_cifar", kind="image_folder", archive=str(archive),
+                                 cache_dir=str(tmp_path / "cache"), val_size=2)
+    prepare_dataset(cfg)
+    root = dataset_root(cfg)
+    assert root.name == "tiny" and root.parent.parent == tmp_path / "cache"
+    stamp = root.stat().st_mtime_ns
+    prepare_dataset(cfg)
+    assert root.stat().st_mtime_ns == stamp
+    train, val = build_dataset(cfg, "train", train=True), build_dataset(cfg, "val", train=False)
+    assert (len(train), len(val)) == (4, 2)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [root.parent.name]  # no temporary leftovers
+    (tmp_path / "bad.tar.gz").write_bytes(b"not an archive")
+    with pytest.raises(ValueError, match="cannot unpack data archive"):
+        prepare_dataset(DataConfig(kind="image_folder", num_frames=1, archive=str(tmp_path / "bad.tar.gz"),
+                                   cache_dir=str(tmp_path / "cache")))
+    with pytest.raises(FileNotFoundError, match="data archive not found"):
+        prepare_dataset(DataConfig(kind="image_folder", num_frames=1, archive=str(tmp_path / "none.tar.gz")))
+
+
+@pytest.mark.slow
+def test_real_cifar10_jpeg_archive(shared_data, tmp_path):
+    cfg = DataConfig.from_preset("keras_cifar", kind="image_folder", archive=str(shared_data / "cifar10_jpeg.tar.gz"),
+                                 cache_dir=str(tmp_path))
+    prepare_dataset(cfg)
+    train, val, test = (build_dataset(cfg, s, train=False) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (40000, 10000, 10000)  # the Keras split
+    assert train.classes == CIFAR_CLASSES
+    clip, label, _ = test[0]
+    assert clip.shape == (3, 1, 48, 48) and clip.std() > 0.05 and label == 0

@@ -1,0 +1,80 @@
+"""Helpers for data tests: tiny lossless videos, a folder dataset and every kind of bad file."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from vivit_tl.data.writer import write_video
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_frames(num_frames: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Random uint8 frames ``[F, size, size, 3]`` whose every frame differs from every other."""
+    return np.random.default_rng(seed).integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8)
+
+
+def write_lossless(path: Path, frames: np.ndarray, fps: int = 16) -> Path:
+    """Lossless H.264 RGB (libx264rgb, crf 0): decodes to exactly ``frames``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, frames, fps=fps, codec="libx264rgb", crf=0)
+    return path
+
+
+def write_faststart(path: Path, frames: np.ndarray) -> Path:
+    """H.264 mp4 with the index (moov) before the data, so a truncated copy still opens."""
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264rgb", rate=16)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
+        stream.options = {"crf": "0", "threads": "1"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def make_bad_files(folder: Path, good_video: Path) -> dict[str, str]:
+    """One file per kind of bad file in ``folder``; returns {file name: expected reason}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = good_video.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])  # moov atom cut off
+    (folder / "zero_byte.mp4").write_bytes(b"")
+    (folder / "not_a_video.mp4").write_text("this is a text file, not a video\n" * 10)
+    mdat = data.find(b"mdat")  # keep the index, blank the coded frames: nothing decodes
+    size = int.from_bytes(data[mdat - 4: mdat], "big")
+    blank = bytearray(data)
+    blank[mdat + 4: mdat - 4 + size] = bytes(size - 8)
+    (folder / "no_frames.mp4").write_bytes(bytes(blank))
+    os.symlink(folder / "does-not-exist.mp4", folder / "unreadable.mp4")  # a dangling link
+    return {"truncated.mp4": "not a video or unreadable", "zero_byte.mp4": "zero-byte file",
+            "not_a_video.mp4": "not a video or unreadable", "no_frames.mp4": "zero decodable frames",
+            "unreadable.mp4": "missing file"}
+
+
+def make_video_folder(root: Path, classes: dict[str, int], split: str = "train", num_frames: int = 12,
+                      size: int = 32, seed: int = 0) -> list[Path]:
+    """``root/<split>/<class>/v<i>.mp4`` lossless videos; the frames of a video are fixed by (seed, class, i)."""
+    paths = []
+    for c, (name, count) in enumerate(sorted(classes.items())):
+        for i in range(count):
+            frames = random_frames(num_frames, size, seed=seed * 1000 + c * 100 + i)
+            paths.append(write_lossless(root / split / name / f"v{i}.mp4", frames))
+    return paths
+
+
+def run_tool(name: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """Run ``python tools/<name> ARGS`` in this process: (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(str(REPO_ROOT / "tools" / name), run_name="__main__")
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err

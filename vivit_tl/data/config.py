@@ -1,0 +1,217 @@
+"""`DataConfig`: every data setting in one YAML-friendly dataclass, plus named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VIDEO_KINDS = ("synthetic", "video_folder", "video_list", "kinetics_csv")
+IMAGE_KINDS = ("cifar10", "image_folder")
+KINDS = VIDEO_KINDS + IMAGE_KINDS
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Named bundles of field values. A preset gives defaults; explicit fields override it.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The ViViT Kinetics recipe (SPEC §2): 32 frames at stride 2, short side 256, crop 224,
+    # scale jitter 0.9-1.33, 4 temporal clips x 3 spatial crops at evaluation.
+    "kinetics": dict(num_frames=32, frame_stride=2, image_size=224, short_side=256,
+                     scale_jitter=[0.9, 1.33], hflip=True, eval_clips=4, eval_crops=3),
+    # The Keras CIFAR-10 example (SPEC §5): 40k/10k/10k, rescale to [0, 1] (no mean/std),
+    # resize 32 -> 52, random crop 48, horizontal flip. At evaluation Keras' RandomCrop layer
+    # resizes the whole image to 48x48 (no crop) and RandomFlip is the identity.
+    "keras_cifar": dict(num_frames=1, frame_stride=1, image_size=48, short_side=52,
+                        scale_jitter=[1.0, 1.0], hflip=True, mean=None, std=None,
+                        eval_resize="full", eval_clips=1, eval_crops=1,
+                        val_size=10000, split_seed=0),
+    # The embedded synthetic dataset = the dataclass defaults (see DataConfig).
+    "synthetic": dict(kind="synthetic"),
+}
+
+
+def reject_unknown_keys(cls: type, d: dict[str, Any], what: str) -> None:
+    """ValueError naming the keys of ``d`` that are not fields of dataclass ``cls``, listing the valid ones."""
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; valid keys: {valid}")
+
+
+def default_cache_dir() -> Path:
+    """Where generated and unpacked datasets live: ``$VIVIT_TL_CACHE`` or ``~/.cache/vivit_tl``."""
+    env = os.environ.get("VIVIT_TL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "vivit_tl"
+
+
+@dataclass
+class DataConfig:
+    """Everything the data pipeline needs; all fields are plain YAML/JSON values.
+
+    Dataset:
+        kind: 'synthetic' | 'video_folder' | 'video_list' | 'kinetics_csv' | 'cifar10' | 'image_folder'.
+        root: dataset root (folders ``root/<split>/<class>/*``; list/CSV paths are relative to it).
+            For 'synthetic' it defaults to the cache; for an ``archive`` to the unpacked folder.
+        archive: a .tar/.tar.gz/.zip that ``prepare_dataset`` unpacks into the cache (e.g. the
+            CIFAR-10 JPEG tarball); ``root`` then defaults to the unpacked tree.
+        cache_dir: cache for generated/unpacked data (default ``$VIVIT_TL_CACHE`` or ~/.cache/vivit_tl).
+        train_split, val_split: split names; ``val_size`` > 0 carves ``val_split`` out of
+            ``train_split`` (an int = number of samples, a float < 1 = fraction), a random subset
+            chosen by ``split_seed``; ``split_seed: null`` takes the last ``val_size`` samples
+            instead (kind 'cifar10' only: Keras' ``x_train[40000:]``).
+        list_file: 'video_list' annotation, ``{split}`` is replaced (lines ``relative/path label``).
+        csv_file: 'kinetics_csv' annotation (columns label,youtube_id,time_start,time_end[,split]).
+        path_pattern: 'kinetics_csv' file name pattern; fields {split} {label} {youtube_id}
+            {time_start} {time_end} (ints, so ``{time_start:06d}`` works).
+        classes_file: optional class names, one per line (line i = label i) for 'video_list'.
+        classes: fixed class list (e.g. from a checkpoint); otherwise the sorted classes of the
+            train split (falling back to the requested split) are used.
+        download: let torchvision download CIFAR-10 when it is missing.
+        synthetic: overrides of the synthetic generator (see ``vivit_tl.data.synthetic.SyntheticSpec``).
+    Clips:
+        num_frames, frame_stride: a clip is ``num_frames`` frames ``frame_stride`` apart.
+        short_video: 'loop' (wrap around) or 'pad' (repeat the last frame) when a video is
+            shorter than a clip.
+        decoder: 'auto' (decord, PyAV fallback) | 'decord' | 'pyav' (the PyAV reader: seeks to the
+            keyframe and skips unneeded non-reference frames; the fastest on CPU in
+            benchmarks/bench_loader.py); num_threads: decoder threads per worker.
+        max_tries: how many substitute samples a training item tries after a bad file.
+    Transforms:
+        image_size: output crop side. short_side: evaluation short-side size (train base size).
+        train_crop: 'scale_jitter' (short side to short_side * U(scale_jitter), random crop) or
+            'random_resized_crop' (area ``rrc_scale``, aspect ``rrc_ratio``).
+        hflip: random horizontal flip at training. mean/std: normalisation after scaling to
+            [0, 1] (None = no normalisation).
+        eval_resize: 'short_side' (resize short side, then crops) or 'full' (resize the whole
+            frame to image_size x image_size, one view per clip).
+        eval_clips, eval_crops: K temporal clips x 1 or 3 spatial crops per video at evaluation.
+    Loader: num_workers (the trainer builds its DataLoader with it).
+
+    The defaults are the main job's: the synthetic dataset (96x96 videos of 32 frames), 16-frame
+    clips at stride 2, 96 px crops with a little scale jitter, and no horizontal flip (it would
+    swap the left/right and rotation classes). Use the 'kinetics' or 'keras_cifar' presets for
+    the reference recipes.
+    """
+
+    kind: str = "synthetic"
+    root: str | None = None
+    archive: str | None = None
+    cache_dir: str | None = None
+    preset: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    val_size: float = 0
+    split_seed: int | None = 0
+    list_file: str = "{split}.txt"
+    csv_file: str = "{split}.csv"
+    path_pattern: str = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
+    classes_file: str | None = None
+    classes: list[str] | None = None
+    download: bool = False
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    num_frames: int = 16
+    frame_stride: int = 2
+    short_video: str = "loop"
+    decoder: str = "auto"
+    num_threads: int = 1
+    max_tries: int = 10
+    image_size: int = 96
+    short_side: int = 96
+    train_crop: str = "scale_jitter"
+    scale_jitter: list[float] = field(default_factory=lambda: [1.0, 1.15])
+    rrc_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
+    rrc_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])
+    hflip: bool = False
+    mean: list[float] | None = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] | None = field(default_factory=lambda: list(IMAGENET_STD))
+    eval_resize: str = "short_side"
+    eval_clips: int = 1
+    eval_crops: int = 1
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None = None, **overrides: Any) -> "DataConfig":
+        """Build from a dict (e.g. YAML); a ``preset`` key supplies defaults that other keys override.
+
+        Raises:
+            ValueError: on an unknown key (listing the valid ones), an unknown preset or a bad value.
+        """
+        d = {**(d or {}), **overrides}
+        reject_unknown_keys(cls, d, "data config key")
+        preset = d.get("preset")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"unknown data preset {preset!r}; valid presets: {sorted(PRESETS)}")
+            d = {**PRESETS[preset], **d}
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "DataConfig":
+        """``DataConfig.from_dict({'preset': name, **overrides})``."""
+        return cls.from_dict({"preset": name}, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict that ``from_dict`` turns back into an equal config."""
+        return dataclasses.asdict(self)
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind in VIDEO_KINDS
+
+    @property
+    def num_eval_clips(self) -> int:
+        """Temporal clips per sample at evaluation (images have one)."""
+        return self.eval_clips if self.is_video else 1
+
+    @property
+    def num_eval_crops(self) -> int:
+        """Spatial views per clip at evaluation (``eval_resize='full'`` has one)."""
+        return 1 if self.eval_resize == "full" else self.eval_crops
+
+    @property
+    def num_views(self) -> int:
+        """Evaluation views per sample: clips x crops."""
+        return self.num_eval_clips * self.num_eval_crops
+
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field value."""
+        choices = {"kind": KINDS, "short_video": ("loop", "pad"), "decoder": ("auto", "decord", "pyav"),
+                   "train_crop": ("scale_jitter", "random_resized_crop"),
+                   "eval_resize": ("short_side", "full")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"data config {name}={getattr(self, name)!r} is not one of {list(valid)}")
+        for name in ("num_frames", "frame_stride", "image_size", "short_side", "eval_clips",
+                     "num_threads", "max_tries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"data config {name}={value!r} must be a positive integer")
+        if self.eval_crops not in (1, 3):
+            raise ValueError(f"data config eval_crops={self.eval_crops!r} must be 1 or 3")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"data config num_workers={self.num_workers!r} must be an integer >= 0")
+        for name in ("scale_jitter", "rrc_scale", "rrc_ratio"):
+            value = getattr(self, name)
+            if len(value) != 2 or not 0 < value[0] <= value[1]:
+                raise ValueError(f"data config {name}={value!r} must be [low, high] with 0 < low <= high")
+        if (self.mean is None) != (self.std is None) or (self.mean is not None and (
+                len(self.mean) != 3 or len(self.std) != 3)):
+            raise ValueError(f"data config mean={self.mean!r}, std={self.std!r}: give both (3 values each) or neither")
+        if self.val_size < 0:
+            raise ValueError(f"data config val_size={self.val_size!r} must be >= 0")
+        if self.split_seed is None and self.kind != "cifar10":
+            raise ValueError("data config split_seed=None (the last val_size samples) is only for kind 'cifar10', "
+                             f"whose samples are in their original order; kind={self.kind!r} needs an integer seed")
+        if self.kind not in VIDEO_KINDS and self.num_frames != 1:
+            raise ValueError(f"data config num_frames={self.num_frames} but kind={self.kind!r} is an "
+                             "image dataset (one-frame clips): set num_frames: 1")

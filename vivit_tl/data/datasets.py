@@ -1,0 +1,191 @@
+"""Map-style clip datasets for videos and images, with bad-file substitution and counting.
+
+Bad files are tracked in shared memory (`BadFiles`), created when the dataset is built and
+shared with every DataLoader worker, so ``num_skipped`` and ``bad_files()`` are totals over all
+workers of this process, and each bad file is logged once per dataset even with several workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from .config import DataConfig
+from .decoding import REASONS, ReadError, read_frames, read_image
+from .sampling import eval_clip_indices, train_clip_indices
+from .sources import SampleIndex
+from .transforms import as_video, decode_short_side, eval_crop, eval_resize, to_model_input, train_transform
+
+log = logging.getLogger("vivit_tl.data")
+
+
+class BadFiles:
+    """Per-sample bad-file reasons and skip counters in shared memory (visible to all workers).
+
+    Torch shared-memory tensors, no locks, so the dataset works with any worker start method
+    (fork, spawn, forkserver). Each worker counts its skips in its own slot, so no update is lost;
+    a reason code is written with the same value by whoever meets the file. At worst two workers
+    meeting the same new bad file at the same instant both log it.
+    """
+
+    SLOTS = 257  # slot 0: the main process; 1 + worker id % 256: DataLoader workers
+
+    def __init__(self, num_samples: int) -> None:
+        self._codes = torch.zeros(max(num_samples, 1), dtype=torch.int8).share_memory_()  # 0 = not known bad
+        self._skips = torch.zeros(self.SLOTS, dtype=torch.int64).share_memory_()
+
+    def is_bad(self, i: int) -> bool:
+        return bool(self._codes[i])
+
+    def mark(self, i: int, reason: str) -> bool:
+        """Record sample ``i`` as bad (code = 1 + index in REASONS); True the first time."""
+        first = not self._codes[i]
+        self._codes[i] = REASONS.index(reason) + 1
+        return first
+
+    def add_skip(self) -> None:
+        info = get_worker_info()
+        self._skips[0 if info is None else 1 + info.id % (self.SLOTS - 1)] += 1
+
+    @property
+    def skips(self) -> int:
+        return int(self._skips.sum())
+
+    def reasons(self) -> dict[int, str]:
+        return {int(i): REASONS[int(self._codes[i]) - 1] for i in torch.nonzero(self._codes).flatten()}
+
+
+class ClipDataset(Dataset):
+    """Clips of videos (or one-frame clips of images) from a `SampleIndex`.
+
+    train=True: item -> ``(clip [3, F, S, S] float, label, video_index)``, a random clip with
+    augmentation; a bad file is logged once, counted, and a random other sample is substituted
+    (at most ``cfg.max_tries`` times).
+    train=False: ``len == num_videos * num_views``; item i is view ``i % num_views`` (clip-major:
+    view = clip * crops + crop) of video ``i // num_views``; an unreadable video yields a zero clip
+    with label -1.
+
+    Args:
+        index: the split's samples.
+        cfg: data settings.
+        train: training or evaluation mode.
+        images: in-memory uint8 images ``[N, H, W, 3]`` (CIFAR-10) used instead of files.
+    """
+
+    def __init__(self, index: SampleIndex, cfg: DataConfig, train: bool, images: np.ndarray | None = None) -> None:
+        self.index, self.cfg, self.train = index, cfg, train
+        self.classes: list[str] = list(index.classes)
+        self.video_names: list[str] = list(index.names)
+        self.labels: list[int] = list(index.labels)
+        self.num_views = 1 if train else cfg.num_views
+        self.bad = BadFiles(len(index))
+        self._images = images
+        self._train_transform = train_transform(cfg) if train else None
+        self._max_short_side = decode_short_side(cfg, train)
+        self._cache: tuple[int, list[torch.Tensor]] | None = None  # last evaluated video in this worker
+
+    def __len__(self) -> int:
+        return len(self.index) * self.num_views
+
+    @property
+    def num_skipped(self) -> int:
+        """Training items that were served by a substitute because their file was bad (all workers)."""
+        return self.bad.skips
+
+    def bad_files(self) -> list[tuple[str, str]]:
+        """(name relative to the root, reason) of every bad file met so far (all workers)."""
+        return [(self.video_names[i], reason) for i, reason in sorted(self.bad.reasons().items())]
+
+    def read(self, i: int, pick: Callable[[int], np.ndarray]) -> np.ndarray:
+        """uint8 frames ``pick(num_frames).shape + [H, W, 3]`` of sample ``i`` (an image is a 1-frame video)."""
+        if self._images is not None:
+            return self._images[i][None][np.asarray(pick(1))]
+        path = self.index.root / self.video_names[i]
+        if not self.cfg.is_video:
+            return read_image(path)[np.asarray(pick(1))]
+        frames, _ = read_frames(path, pick, decoder=self.cfg.decoder, num_threads=self.cfg.num_threads,
+                                max_short_side=self._max_short_side)
+        return frames
+
+    def _report(self, i: int, error: ReadError) -> None:
+        if self.bad.mark(i, error.reason):
+            log.warning("bad file skipped: %s", error)
+
+    def _train_item(self, i: int) -> torch.Tensor:
+        cfg = self.cfg
+        u = float(torch.rand(()))
+        frames = self.read(i, lambda n: train_clip_indices(n, cfg.num_frames, cfg.frame_stride, u, cfg.short_video))
+        return to_model_input(self._train_transform(as_video(torch.from_numpy(frames))), cfg)
+
+    def _eval_clips(self, i: int) -> list[torch.Tensor] | None:
+        """The resized uint8 clips ``[F, 3, H, W]`` of video ``i`` (cached for its other views), None if bad."""
+        if self._cache is not None and self._cache[0] == i:
+            return self._cache[1]
+        clips = None
+        if not self.bad.is_bad(i):
+            try:
+                clips = eval_clips(self.read(i, self._eval_pick), self.cfg)
+            except ReadError as error:
+                self._report(i, error)
+        self._cache = (i, clips)
+        return clips
+
+    def _eval_pick(self, n: int) -> np.ndarray:
+        cfg = self.cfg
+        return eval_clip_indices(n, cfg.num_frames, cfg.frame_stride, cfg.num_eval_clips, cfg.short_video)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, int, int]:
+        if not self.train:
+            i, view = divmod(item, self.num_views)
+            clips = self._eval_clips(i)
+            if clips is None:
+                frames = self.cfg.num_frames if self.cfg.is_video else 1
+                return torch.zeros(3, frames, self.cfg.image_size, self.cfg.image_size), -1, i
+            clip, crop = divmod(view, self.cfg.num_eval_crops)
+            return to_model_input(eval_crop(clips[clip], self.cfg, crop), self.cfg), self.labels[i], i
+        for attempt in range(self.cfg.max_tries + 1):
+            i = item if attempt == 0 else self._substitute()
+            if self.bad.is_bad(i):
+                continue
+            try:
+                clip = self._train_item(i)
+            except ReadError as error:
+                self._report(i, error)
+                continue
+            if attempt > 0:
+                self.bad.add_skip()
+            return clip, self.labels[i], i
+        raise RuntimeError(f"{self.cfg.max_tries + 1} samples in a row were bad files (starting at "
+                           f"{self.video_names[item]}); check the dataset with tools/check_dataset.py")
+
+
+    def _substitute(self) -> int:
+        """A random sample not yet known to be bad (a few draws; the caller counts real tries)."""
+        n = len(self.index)
+        for _ in range(32):
+            i = int(torch.randint(n, ()))
+            if not self.bad.is_bad(i):
+                break
+        return i
+
+
+def eval_clips(frames: np.ndarray, cfg: DataConfig) -> list[torch.Tensor]:
+    """Decoded clips uint8 ``[K, F, H, W, 3]`` -> K `eval_resize`-d uint8 clips ``[F, 3, h, w]``."""
+    return [eval_resize(as_video(torch.from_numpy(np.ascontiguousarray(clip))), cfg) for clip in frames]
+
+
+def eval_views(frames: np.ndarray, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """All evaluation views of decoded clips ``[K, F, H, W, 3]``.
+
+    Returns:
+        (float views ``[V, 3, F, S, S]``, the same views as uint8 frames ``[V, F, S, S, 3]``),
+        V = K * crops, clip-major.
+    """
+    crops = [eval_crop(clip, cfg, c) for clip in eval_clips(frames, cfg) for c in range(cfg.num_eval_crops)]
+    views = torch.stack([to_model_input(c, cfg) for c in crops])  # [V, 3, F, S, S]
+    raw = torch.stack(crops).permute(0, 1, 3, 4, 2).contiguous()  # [V, F, S, S, 3]
+    return views, raw

@@ -1,0 +1,256 @@
+"""Reading frames: decord (default) with a PyAV fallback, and images through PIL.
+
+Only the frames a clip needs are converted to RGB. Every failure becomes a `ReadError` with a
+short ``reason`` (one of `REASONS`) and the decoder's message as ``detail``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable
+
+import numpy as np
+import torch  # noqa: F401  (torch must be imported before decord)
+import decord  # noqa: E402
+from decord._ffi.base import DECORDError  # noqa: E402
+
+import av  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+MISSING = "missing file"
+ZERO_BYTE = "zero-byte file"
+UNREADABLE = "not a video or unreadable"
+NO_VIDEO_STREAM = "no video stream"
+NO_FRAMES = "zero decodable frames"
+DECODE_ERROR = "decode error"
+NOT_AN_IMAGE = "not an image or unreadable"
+REASONS = (MISSING, ZERO_BYTE, UNREADABLE, NO_VIDEO_STREAM, NO_FRAMES, DECODE_ERROR, NOT_AN_IMAGE)
+
+# Maps a frame count to the wanted frame indices (any shape); called again with the true count
+# when fewer frames decode than the container claims.
+IndexPicker = Callable[[int], np.ndarray]
+
+
+class ReadError(ValueError):
+    """A file that cannot be used; ``reason`` is one of `REASONS`."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, detail: str = "") -> None:
+        lines = detail.strip().splitlines()
+        self.path, self.reason, self.detail = str(path), reason, lines[0][:200] if lines else ""
+        super().__init__(f"{self.path}: {reason}" + (f" ({self.detail})" if self.detail else ""))
+
+
+def check_file(path: str | os.PathLike) -> None:
+    """Raise ReadError for a missing or empty file (before any decoder sees it)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise ReadError(path, MISSING, str(exc)) from None
+    if size == 0:
+        raise ReadError(path, ZERO_BYTE)
+
+
+def _short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) with the short side equal to ``short_side``, aspect kept."""
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+@functools.lru_cache(maxsize=65536)
+def probe_size(path: str) -> tuple[int, int]:
+    """(width, height) of the first video stream, read from the header with PyAV."""
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise ReadError(path, NO_VIDEO_STREAM)
+            ctx = container.streams.video[0].codec_context
+            return ctx.width, ctx.height
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise ReadError(path, UNREADABLE, str(exc)) from None
+
+
+def decode_size(path: str, max_short_side: int | None) -> tuple[int, int] | None:
+    """Size to ask the decoder for: downscale at decode time when the video is larger than needed."""
+    if max_short_side is None:
+        return None
+    width, height = probe_size(path)
+    if min(width, height) <= max_short_side or height > width:
+        return None  # decord 0.6 fails to resize to a portrait size: those are resized later
+    return _short_side_size(width, height, max_short_side)
+
+
+def _gather(frames: np.ndarray, uniq: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Frames decoded at sorted unique indices -> frames at ``idx`` (shape ``idx.shape + [H, W, 3]``)."""
+    pos = np.searchsorted(uniq, idx.reshape(-1))
+    return frames[pos].reshape(idx.shape + frames.shape[1:])
+
+
+def _read_decord(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    width, height = size or (-1, -1)
+    try:
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads, width=width, height=height)
+    except (DECORDError, RuntimeError) as exc:
+        raise ReadError(path, UNREADABLE, str(exc)) from None
+    if len(reader) == 0:
+        raise ReadError(path, NO_FRAMES)
+    idx = np.asarray(pick(len(reader)), dtype=np.int64)
+    uniq = np.unique(idx)
+    try:
+        batch = reader.get_batch(uniq.tolist())
+        # Another library (pytorchvideo) may have set decord's global bridge to torch.
+        frames = batch.asnumpy() if hasattr(batch, "asnumpy") else batch.numpy()  # [U, H, W, 3]
+    except (DECORDError, RuntimeError, IndexError) as exc:
+        raise ReadError(path, DECODE_ERROR, str(exc)) from None
+    return _gather(frames, uniq, idx), idx
+
+
+def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        raise ReadError(path, NO_VIDEO_STREAM)
+    return container.streams.video[0]
+
+
+def _packet_index(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> tuple[list, list[int]]:
+    """One demux pass (no decoding): frame timestamps in presentation order and keyframe positions.
+
+    Like decord's index. A truncated file yields the packets before the damage.
+    """
+    packets = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                packets.append((packet.pts, packet.is_keyframe))
+    except av.error.FFmpegError:
+        pass
+    if any(pts is None for pts, _ in packets):
+        return [None] * len(packets), []
+    packets.sort()
+    return [pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key]
+
+
+def _decode_seeking(container: av.container.InputContainer, stream: av.video.stream.VideoStream, pts: list[int],
+                    keys: list[int], wanted: list[int], size: tuple[int, int] | None) -> dict[int, np.ndarray]:
+    """Decode from the keyframe before ``wanted[0]`` until every wanted frame is out.
+
+    For H.264/HEVC, frames that are not wanted and that no other frame references are not decoded
+    at all (``skip_frame='NONREF'`` for their packets).
+    """
+    kwargs = {"width": size[0], "height": size[1]} if size else {}
+    ctx = stream.codec_context
+    may_skip = ctx.name in ("h264", "hevc")
+    index_of = {p: i for i, p in enumerate(pts)}
+    need = set(wanted)
+    got: dict[int, np.ndarray] = {}
+    key = max((k for k in keys if k <= wanted[0]), default=0)
+    container.seek(pts[key], stream=stream, backward=True, any_frame=False)
+    try:
+        for packet in container.demux(stream):
+            i = index_of.get(packet.pts)
+            ctx.skip_frame = "NONREF" if may_skip and i is not None and i not in need else "DEFAULT"
+            for frame in packet.decode():
+                j = index_of.get(frame.pts)
+                if j in need and j not in got:
+                    got[j] = frame.to_ndarray(format="rgb24", **kwargs)
+            if len(got) == len(need):
+                break
+    except av.error.FFmpegError:
+        pass  # damaged from here on: the caller falls back to counting frames
+    return got
+
+
+def _decode_sequential(path: str, wanted: set[int], last: int, num_threads: int,
+                       size: tuple[int, int] | None) -> tuple[dict[int, np.ndarray], int]:
+    """Decode from the start up to frame ``last`` counting output frames; return the wanted ones
+    and how many frames decoded (fewer than asked when the file is damaged)."""
+    kwargs = {"width": size[0], "height": size[1]} if size else {}
+    got: dict[int, np.ndarray] = {}
+    count = 0
+    with av.open(path) as container:
+        stream = _video_stream(container, path)
+        stream.codec_context.thread_count = num_threads
+        try:
+            for frame in container.decode(stream):
+                if count in wanted:
+                    got[count] = frame.to_ndarray(format="rgb24", **kwargs)
+                count += 1
+                if count > last:
+                    break
+        except av.error.FFmpegError:
+            pass  # truncated or corrupt from here on: keep the frames that decoded
+    return got, count
+
+
+def _read_pyav(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """PyAV reader: seek to the keyframe before the clip, decode only what the clip needs; if
+    timestamps are missing or frames fail to decode, count frames from the start and re-pick."""
+    try:
+        with av.open(path) as container:
+            stream = _video_stream(container, path)
+            stream.codec_context.thread_count = num_threads
+            pts, keys = _packet_index(container, stream)
+            available = len(pts)
+            if available:
+                idx = np.asarray(pick(available), dtype=np.int64)
+                uniq = np.unique(idx)
+                if keys:
+                    got = _decode_seeking(container, stream, pts, keys, uniq.tolist(), size)
+                    if len(got) == len(uniq):
+                        return _gather(np.stack([got[i] for i in uniq.tolist()]), uniq, idx), idx
+        for _ in range(2):  # sequential: a second pass only if fewer frames decode than indexed
+            if available < 1:
+                raise ReadError(path, NO_FRAMES)
+            idx = np.asarray(pick(available), dtype=np.int64)
+            uniq = np.unique(idx)
+            got, count = _decode_sequential(path, set(uniq.tolist()), int(uniq[-1]), num_threads, size)
+            if len(got) == len(uniq):
+                return _gather(np.stack([got[i] for i in uniq.tolist()]), uniq, idx), idx
+            available = count
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise ReadError(path, UNREADABLE, str(exc)) from None
+    raise ReadError(path, DECODE_ERROR, "frame count changed between passes")
+
+
+def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "auto", num_threads: int = 1,
+                max_short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the frames ``pick(num_frames)`` asks for, clamped to the frames that really decode.
+
+    Args:
+        path: video file.
+        pick: frame count -> indices (any shape).
+        decoder: 'decord', 'pyav' or 'auto' (decord, then PyAV for files decord cannot read).
+        num_threads: decoder threads.
+        max_short_side: downscale at decode time to this short side when the video is larger.
+
+    Returns:
+        (frames uint8 ``idx.shape + [H, W, 3]``, idx) with the indices actually used.
+
+    Raises:
+        ReadError: the file cannot give a single frame.
+    """
+    path = str(path)
+    check_file(path)
+    size = decode_size(path, max_short_side)
+    if decoder == "pyav":
+        return _read_pyav(path, pick, num_threads, size)
+    try:
+        return _read_decord(path, pick, num_threads, size)
+    except ReadError as decord_error:
+        if decoder == "decord":
+            raise
+        try:
+            return _read_pyav(path, pick, num_threads, size)
+        except ReadError as pyav_error:
+            if decord_error.reason == DECODE_ERROR and pyav_error.reason == UNREADABLE:
+                raise decord_error from None
+            raise pyav_error from None
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An RGB image as a one-frame clip: uint8 ``[1, H, W, 3]``."""
+    check_file(path)
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))[None]  # [1, H, W, 3], writable
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ReadError(path, NOT_AN_IMAGE, str(exc)) from None

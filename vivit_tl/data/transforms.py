@@ -1,0 +1,91 @@
+"""Clip transforms with ``torchvision.transforms.v2`` on video tensors ``[F, 3, H, W]``.
+
+Training: scale jitter (short side to ``short_side * U(scale_jitter)``) + random crop, or random
+resized crop; optional horizontal flip; scale to [0, 1]; optional mean/std normalisation.
+Evaluation: short-side resize then a centre crop or 3 crops (left/centre/right along the long
+side), or ``eval_resize='full'``: the whole frame resized to ``image_size`` square (Keras preset).
+Outputs are float ``[3, F, H, W]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import einops
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from .config import DataConfig
+
+
+def train_transform(cfg: DataConfig) -> v2.Compose:
+    """Random spatial augmentation of a uint8 video ``[F, 3, H, W]`` (still uint8)."""
+    if cfg.train_crop == "random_resized_crop":
+        ops: list[v2.Transform] = [v2.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.rrc_scale),
+                                                        ratio=tuple(cfg.rrc_ratio), antialias=True)]
+    else:
+        low, high = (round(cfg.short_side * s) for s in cfg.scale_jitter)
+        ops = [v2.RandomShortestSize(list(range(low, high + 1)), antialias=True),
+               v2.RandomCrop(cfg.image_size, pad_if_needed=True)]
+    if cfg.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose(ops)
+
+
+def decode_short_side(cfg: DataConfig, train: bool) -> int:
+    """Largest short side the transforms can use: larger videos are downscaled while decoding."""
+    if cfg.eval_resize == "full" and not train:
+        return cfg.image_size
+    if train and cfg.train_crop == "scale_jitter":
+        return math.ceil(cfg.short_side * cfg.scale_jitter[1])
+    return cfg.short_side
+
+
+def eval_resize(video: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """Evaluation resize of a uint8 video ``[F, 3, H, W]``: short side to ``short_side`` (zero-padded
+    to at least ``image_size``), or the whole frame to ``image_size`` square for ``eval_resize='full'``."""
+    size = cfg.image_size
+    if cfg.eval_resize == "full":
+        return TF.resize(video, [size, size], antialias=True)
+    video = TF.resize(video, cfg.short_side, antialias=True)
+    height, width = video.shape[-2:]
+    if min(height, width) < size:
+        video = TF.center_crop(video, [max(height, size), max(width, size)])  # zero-pads
+    return video
+
+
+def eval_crop(video: torch.Tensor, cfg: DataConfig, crop: int) -> torch.Tensor:
+    """Spatial view ``crop`` of an `eval_resize`-d video: ``[F, 3, S, S]`` with S = image_size.
+
+    One crop: the centre. Three crops: left/centre/right along the long side (top/centre/bottom
+    for portrait video), as in ViViT's 3-crop evaluation.
+    """
+    size = cfg.image_size
+    height, width = video.shape[-2:]
+    if cfg.num_eval_crops == 1:
+        return TF.center_crop(video, [size, size])
+    pos = (0.0, 0.5, 1.0)[crop]
+    top = round((height - size) * pos) if height > width else (height - size) // 2
+    left = round((width - size) * pos) if width >= height else (width - size) // 2
+    return TF.crop(video, top, left, size, size)
+
+
+def to_model_input(video: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """uint8 ``[F, 3, H, W]`` -> contiguous float ``[3, F, H, W]``: ``(x / 255 - mean) / std`` (just
+    ``x / 255`` when cfg.mean is None), in one conversion pass and one in-place affine pass.
+
+    Equal to ``v2.ToDtype(torch.float32, scale=True)`` then ``v2.Normalize(mean, std)`` (tested),
+    about 3x faster on a 16-frame 224^2 clip.
+    """
+    channels_first = einops.rearrange(video, "f c h w -> c f h w")  # a view
+    out = torch.empty(channels_first.shape, dtype=torch.float32).copy_(channels_first)  # [3, F, H, W]
+    mean = torch.tensor(cfg.mean if cfg.mean is not None else (0.0, 0.0, 0.0)).view(3, 1, 1, 1)
+    std = torch.tensor(cfg.std if cfg.std is not None else (1.0, 1.0, 1.0)).view(3, 1, 1, 1)
+    return out.mul_(1 / (255 * std)).sub_(mean / std)
+
+
+def as_video(frames: torch.Tensor) -> tv_tensors.Video:
+    """Decoded uint8 frames ``[F, H, W, 3]`` -> a v2 Video ``[F, 3, H, W]``."""
+    return tv_tensors.Video(einops.rearrange(frames, "f h w c -> f c h w"))
