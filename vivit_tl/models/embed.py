@@ -36,7 +36,9 @@ class TubeletEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         grid = self.grid(*x.shape[2:])
         x = self.proj(x)  # [B, C, T, H, W]
-        return rearrange(x, "b c t h w -> b (t h w) c"), grid
+        # contiguous: the permuted view would make every residual sum of a model without class token (whose
+        # concatenation copies) keep its strides, and each LayerNorm copy it (2-5% of a TokenLearner model)
+        return rearrange(x, "b c t h w -> b (t h w) c").contiguous(), grid
 
 
 class T2TTokenTransformer(nn.Module):

@@ -1,0 +1,254 @@
+"""End-to-end runs of tools/train.py and tools/eval.py on a tiny generated video dataset, plus the
+optimiser, schedule and reproducible-loader units they rely on.
+
+The runs are subprocesses (as users run them): a real SIGKILL mid-epoch followed by ``--resume``
+must end with exactly the weights and metrics of an uninterrupted run; a 2-process
+``accelerate launch`` must train, save and evaluate; ``tools/eval.py`` under 2 processes must
+count every sample once and agree with 1 process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vivit_tl.config import load_config
+from vivit_tl.data import build_dataset, dataset_root, prepare_dataset
+from vivit_tl.engine.loader import EpochSampler, SeededDataset
+from vivit_tl.engine.metrics_log import read_metrics
+from vivit_tl.engine.optim import lr_factor, param_groups
+from vivit_tl.models import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = """
+model:
+  name: vivit_ti16x2
+  embed_dim: 32
+  depth: 2
+  num_heads: 2
+  mlp_dim: 64
+  patch_size: 8
+  tubelet_size: 2
+  pool: gap
+  token_learner: v1.1
+  num_tokens: 4
+  token_learner_loc: 1
+  drop_rate: 0.1            # dropout on: resume must restore the RNG states too
+data:
+  kind: synthetic
+  cache_dir: {cache}
+  synthetic: {{size: 32, frames: 8, train_per_class: 4, val_per_class: 2, workers: 0}}
+  num_frames: 4
+  frame_stride: 2
+  image_size: 32
+  short_side: 32
+  hflip: false
+  scale_jitter: [1.0, 1.2]  # random augmentation on: resume must reproduce it
+  num_workers: 0
+optim:
+  epochs: 2
+  batch_size: 4
+  warmup_epochs: 0.5
+  grad_clip: 1.0
+  label_smoothing: 0.1
+run:
+  name: tiny
+  output_dir: {runs}
+  log_every_steps: 2
+  save_every_steps: 3
+"""
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
+          "--dynamo_backend", "no"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny config file; its synthetic dataset (8 classes x (4 train + 2 val) videos) is generated."""
+    root = tmp_path_factory.mktemp("tiny")
+    path = root / "tiny.yaml"
+    path.write_text(TINY_CONFIG.format(cache=root / "cache", runs=root / "runs"))
+    prepare_dataset(load_config(path).data)
+    return path
+
+
+def run_tool(*args: str, launch: list[str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VIVIT_TL_DEBUG": "", "OMP_NUM_THREADS": "1"}
+    command = [*(launch or [sys.executable]), *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "last" / "model.safetensors"))
+
+
+# --------------------------------------------------------------------------- end to end
+def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(tiny):
+    runs = tiny.parent / "runs"
+    full = run_tool("tools/train.py", "--config", str(tiny), "run.name=full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    full_dir = runs / "full"
+    for name in ("config.yaml", "metrics.jsonl", "best/model.safetensors", "best/model.json",
+                 "last/model.safetensors", "eval_val/report.json", "eval_val/confusion_matrix.png"):
+        assert (full_dir / name).is_file(), name
+    assert "tools/eval.py" in full.stdout and "tools/visualize.py" in full.stdout
+    records = read_metrics(full_dir / "metrics.jsonl")
+    assert all("step" in r and "epoch" in r for r in records)
+    assert {"train/loss", "train/acc", "lr"} <= set(records[0]) and any("val/top1" in r for r in records)
+
+    # 16 optimizer steps (8 per epoch); checkpoints every 3 steps: the kill after step 11 is mid-epoch 1
+    killed = run_tool("tools/train.py", "--config", str(tiny), "run.name=killed", "--kill-after-steps", "11")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    killed_dir = runs / "killed"
+    latest = sorted(p.name for p in (killed_dir / "checkpoints").iterdir())[-1]
+    assert latest == "step_00000009"  # mid-epoch: 1 step into epoch 1 ... resumed from here
+    state = json.loads((killed_dir / "checkpoints" / latest / "train_state.json").read_text())
+    assert (state["epoch"], state["batch_in_epoch"]) == (1, 1)
+    assert not (killed_dir / "eval_val").exists()
+
+    resumed = run_tool("tools/train.py", "--config", str(tiny), "run.name=killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    a, b = weights(full_dir), weights(killed_dir)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run ended with other weights"
+    # the metrics log of the resumed run is that of the uninterrupted one (lines after step 9 replaced)
+    assert read_metrics(killed_dir / "metrics.jsonl") == records
+    assert json.loads((killed_dir / "eval_val" / "report.json").read_text())["top1"] == \
+        json.loads((full_dir / "eval_val" / "report.json").read_text())["top1"]
+
+    # a new run with the same name never overwrites: it goes to tiny-2
+    again = run_tool("tools/train.py", "--config", str(tiny), "run.name=full", "optim.epochs=1")
+    assert again.returncode == 0 and (runs / "full-2" / "last").is_dir()
+    assert torch.equal(weights(full_dir)[next(iter(a))], a[next(iter(a))])
+
+
+def test_two_processes_train_save_and_evaluate_like_one(tiny):
+    runs = tiny.parent / "runs"
+    two = run_tool("tools/train.py", "--config", str(tiny), "run.name=ddp", "optim.epochs=1",
+                   launch=[*LAUNCH, "--multi_gpu", "--num_processes", "2"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    run_dir = runs / "ddp"
+    assert (run_dir / "best" / "model.safetensors").is_file() and (run_dir / "eval_val" / "report.json").is_file()
+    checkpoint = sorted((run_dir / "checkpoints").iterdir())[-1]
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in checkpoint.iterdir()}
+    state = json.loads((checkpoint / "train_state.json").read_text())
+    assert state["num_processes"] == 2 and state["global_step"] == 4  # 32 clips / (4 x 2) per step
+
+    # evaluation: 16 videos x 2 clips = 32 items; 2 processes x batch 3 = 6 does not divide 32
+    data = str(dataset_root(load_config(tiny).data))
+    common = ["tools/eval.py", str(run_dir / "best"), data, "--batch-size", "3", "data.eval_clips=2"]
+    one = run_tool(*common, "--out", str(run_dir / "eval1"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_tool(*common, "--out", str(run_dir / "eval2"), launch=[*LAUNCH, "--multi_gpu", "--num_processes", "2"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1 = json.loads((run_dir / "eval1" / "report.json").read_text())
+    r2 = json.loads((run_dir / "eval2" / "report.json").read_text())
+    assert (r1["processes"], r2["processes"]) == (1, 2)
+    assert r1["num_items"] == r2["num_items"] == 32 and r1["num_evaluated"] == r2["num_evaluated"] == 16
+    for key in ("top1", "top5", "per_class", "num_unreadable"):
+        assert r1[key] == r2[key], key
+    assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-6)
+    p1 = (run_dir / "eval1" / "predictions.csv").read_text().splitlines()
+    p2 = (run_dir / "eval2" / "predictions.csv").read_text().splitlines()
+    assert [line.rsplit(",", 3)[0] for line in p1] == [line.rsplit(",", 3)[0] for line in p2]
+    assert all(line.endswith(",2") for line in p1[1:])  # each video: exactly its 2 views
+
+
+def test_missing_data_folder_is_one_line_error(tiny, tmp_path):
+    result = run_tool("tools/train.py", "--config", str(tiny), "data.kind=video_folder",
+                      f"data.root={tmp_path / 'no_such_folder'}", f"run.output_dir={tmp_path}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "no_such_folder" in lines[0], result.stderr
+
+
+def test_resume_from_corrupt_checkpoint_is_one_line_error(tiny, tmp_path):
+    source = sorted((tiny.parent / "runs" / "full" / "checkpoints").iterdir())[-1]
+    run_dir = tmp_path / "run"
+    shutil.copytree(source.parent.parent, run_dir)
+    target = run_dir / "checkpoints" / source.name
+    optimizer = target / "optimizer.bin"
+    optimizer.write_bytes(optimizer.read_bytes()[:50])
+    result = run_tool("tools/train.py", "--resume", str(target))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot resume from {target}"), result.stderr
+
+
+def test_resume_with_another_model_is_a_clear_error(tiny):
+    run_dir = tiny.parent / "runs" / "full"
+    result = run_tool("tools/train.py", "--resume", str(run_dir), "model.depth=3")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is of another model" in lines[0] and "depth: 2 (checkpoint) vs 3 (now)" in lines[0]
+
+
+# --------------------------------------------------------------------------- units
+def test_weight_decay_groups_skip_norms_biases_and_positional_tables():
+    model = create_model("vivit_ti16x2", num_classes=3, num_frames=4, image_size=32, patch_size=16, embed_dim=32,
+                         depth=2, num_heads=2, mlp_dim=64)
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(model.get_parameter(n).ndim > 1 for n in decayed)
+    assert model.no_weight_decay() <= skipped
+    assert any("pos" in n for n in skipped) and "head.weight" in decayed
+    assert len(decayed) + len(skipped) == len(list(model.parameters()))
+
+
+def test_warmup_then_cosine_schedule():
+    values = [lr_factor(s, warmup_steps=4, total_steps=20, min_factor=0.1) for s in range(21)]
+    assert values[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert values[4] == pytest.approx(1.0) and values[20] == pytest.approx(0.1)
+    assert values[12] == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
+    assert all(a >= b for a, b in zip(values[4:], values[5:]))
+
+
+class RandomItems(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return torch.rand(()).item(), np.random.rand(), random.random(), i
+
+
+def test_seeded_items_do_not_depend_on_order_and_keep_the_callers_rng():
+    dataset = SeededDataset(RandomItems(), seed=3)
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    forward = [dataset[(2, i)] for i in range(10)]
+    backward = [dataset[(2, i)] for i in reversed(range(10))][::-1]
+    assert forward == backward
+    assert torch.equal(torch.get_rng_state(), before)  # dropout's stream is untouched
+    assert dataset[(3, 0)] != dataset[(2, 0)]  # a new epoch, new augmentation
+
+
+def test_epoch_sampler_is_a_pure_function_of_seed_and_epoch():
+    sampler = EpochSampler(20, seed=5)
+    sampler.set_epoch(4)
+    first = list(sampler)
+    sampler.set_epoch(0)
+    list(sampler)
+    sampler.set_epoch(4)
+    assert list(sampler) == first and sorted(i for _, i in first) == list(range(20))
+    assert {e for e, _ in first} == {4}
+
+
+def test_train_dataset_items_are_reproducible(tiny):
+    cfg = load_config(tiny).data
+    dataset = SeededDataset(build_dataset(cfg, "train", train=True), seed=0)
+    a, b = dataset[(1, 5)], dataset[(1, 5)]
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]

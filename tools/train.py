@@ -1,0 +1,81 @@
+"""Train a ViViT / TokenLearner model; the same script on a laptop CPU, one GPU, many GPUs or nodes.
+
+Usage:
+    accelerate launch tools/train.py                      # the demo: synthetic videos, small ViViT + TokenLearner
+    accelerate launch tools/train.py --config configs/cifar10_vit_tl.yaml data.archive=/data/cifar10_jpeg.tar.gz
+    accelerate launch tools/train.py --config NAME_OR_PATH optim.lr=3e-4 run.name=try2 model.depth=6
+    accelerate launch tools/train.py --resume             # continue runs/<run.name> from its latest checkpoint
+    accelerate launch tools/train.py --resume runs/demo/checkpoints/step_00000120
+
+    # one CPU / one GPU, no accelerate config file needed:
+    accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no tools/train.py
+    python tools/train.py                                 # also works (single process)
+    # 8 GPUs on one machine (DDP), bf16:
+    accelerate launch --multi_gpu --num_processes 8 --mixed_precision bf16 tools/train.py --config kinetics400_vivit_b16x2_tl
+    # 2 nodes x 8 GPUs: run on every node with its --machine_rank (0 on the main node)
+    accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank 0 \\
+        --main_process_ip 10.0.0.1 --main_process_port 29500 tools/train.py --config kinetics400_vivit_b16x2_tl
+
+Overrides are ``section.key=value`` (sections: model, data, optim, run); a misspelt key is an error
+listing the valid ones. The run directory ``run.output_dir/run.name`` (``name-2``... when that run
+already has results) receives config.yaml, metrics.jsonl, checkpoints/ (exact resume), best/ and
+last/ (self-describing model files) and eval_<split>/ (report of the best weights). A resumed run
+uses its saved config.yaml, with the overrides given now applied on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from vivit_tl.errors import run_cli
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", default=None,
+                        help="YAML file or the name of one in configs/ (default: configs/demo.yaml)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
+                        help="continue a run: its latest checkpoint, or the run directory / checkpoint PATH")
+    parser.add_argument("--kill-after-steps", type=int, default=None, metavar="N",
+                        help="testing aid: SIGKILL the process right after optimizer step N (simulates a crash)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from accelerate import PartialState
+
+    from vivit_tl.config import load_config
+    from vivit_tl.engine.evaluation import pct
+    from vivit_tl.engine.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    outcome = train(cfg, resume=args.resume, overrides=args.overrides, kill_after_steps=args.kill_after_steps)
+    if not PartialState().is_main_process:
+        return 0
+    metrics = outcome.final_metrics
+    model = shlex.quote(str(outcome.best_model))
+    print()
+    print(f"run directory: {outcome.run_dir}")
+    print(f"model file:    {outcome.best_model} (best val top-1 "
+          f"{'n/a' if outcome.best_val_top1 is None else f'{100 * outcome.best_val_top1:.2f}%'})")
+    print(f"{outcome.final_split}: top-1 {pct(metrics.get('top1'))}, top-5 {pct(metrics.get('top5'))} "
+          f"on {metrics.get('num_evaluated')} videos; report, per-class accuracy and confusion matrix in "
+          f"{outcome.report_dir}")
+    print("next:")
+    print(f"  python tools/eval.py {model} {shlex.quote(str(outcome.data_root))} --split {outcome.final_split}")
+    print(f"  python tools/eval.py {model} {shlex.quote(str(outcome.data_root))} --split {outcome.final_split} "
+          "--shuffle-frames   # control: frame order destroyed")
+    if outcome.example_file:
+        print(f"  python tools/visualize.py {model} {shlex.quote(str(outcome.example_file))} --out "
+              f"{shlex.quote(str(outcome.run_dir / 'maps'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

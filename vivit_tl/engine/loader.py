@@ -1,0 +1,116 @@
+"""DataLoaders whose order and augmentation are pure functions of (seed, epoch, index).
+
+This is what makes a resumed run bit-identical to an uninterrupted one:
+
+- :class:`EpochSampler` yields the training keys ``(epoch, index)`` in an order that depends only
+  on ``(seed, epoch)``; the position inside an epoch is restored by skipping batches
+  (``accelerator.skip_first_batches``), without reading them.
+- :class:`SeededDataset` seeds python, numpy and torch RNGs from ``(seed, epoch, index)`` before
+  calling the wrapped dataset, so the random clip and augmentation of a sample do not depend on
+  the worker that loads it, on the number of workers or processes, or on what was loaded before.
+  The caller's RNG states are restored afterwards (dropout keeps its own stream, which
+  ``accelerator.save_state`` saves and restores).
+- Both loaders get their own ``torch.Generator``, so creating an iterator never draws from the
+  global RNG.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+
+
+def mixed_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from non-negative integers (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+ORDER, ITEM = 0, 1  # the two streams: epoch permutation, per-item augmentation
+
+
+class EpochSampler(Sampler):
+    """Shuffled ``(epoch, index)`` keys; the permutation is a pure function of ``(seed, epoch)``.
+
+    Call :meth:`set_epoch` before iterating (accelerate's prepared loaders also call it).
+    """
+
+    def __init__(self, num_samples: int, seed: int, shuffle: bool = True) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(mixed_seed(self.seed, self.epoch, ORDER))
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = range(self.num_samples)
+        for index in order:
+            yield (self.epoch, index)
+
+
+class SeededDataset(Dataset):
+    """Wraps a training dataset: item ``(epoch, index)`` is loaded with RNGs seeded from it."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:  # classes, num_views, video_names, ...
+        if name == "dataset":  # not yet set (e.g. during unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        seed = mixed_seed(self.seed, epoch, ITEM, index)
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+
+def build_train_loader(dataset: Dataset, *, batch_size: int, seed: int, num_workers: int) -> DataLoader:
+    """Shuffled training loader over :class:`SeededDataset` keys; incomplete last batch dropped."""
+    sampler = EpochSampler(len(dataset), seed)
+    return DataLoader(
+        SeededDataset(dataset, seed),
+        batch_sampler=BatchSampler(sampler, batch_size, drop_last=True),
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def build_eval_loader(dataset: Dataset, *, batch_size: int, num_workers: int) -> DataLoader:
+    """Sequential loader over a map-style evaluation dataset (every item exactly once)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=False,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,74 @@
+"""The run's ``metrics.jsonl``: an accelerate tracker that appends one JSON object per log call.
+
+Each line has ``step`` and ``epoch`` plus any of ``train/loss``, ``train/acc``, ``lr``,
+``val/loss``, ``val/top1``, ``val/top5``. On resume the lines written after the checkpoint are
+dropped (:func:`truncate_metrics`), so the log matches the resumed run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from accelerate.tracking import GeneralTracker
+
+from vivit_tl.checkpoint import atomic_write_text
+
+METRICS_NAME = "metrics.jsonl"
+
+
+class JsonlTracker(GeneralTracker):
+    """accelerate tracker writing ``metrics.jsonl`` (main process only)."""
+
+    name = "jsonl"
+    requires_logging_directory = False
+    main_process_only = True
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    @property
+    def tracker(self) -> Path:
+        return self.path
+
+    def log(self, values: dict[str, Any], step: Optional[int] = None, **kwargs: Any) -> None:
+        record = {"step": step, **{k: _number(v) for k, v in values.items()}}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All complete records of a metrics file (a line cut by a kill is ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def truncate_metrics(path: str | Path, last_step: int) -> None:
+    """Keep only the records with ``step <= last_step`` (those written before the checkpoint)."""
+    path = Path(path)
+    if path.is_file():
+        kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _number(value: Any) -> Any:
+    """Python scalars from tensors; NaN/inf as strings (JSON has no NaN)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
