@@ -51,6 +51,9 @@ class ModelSection:
 
     name: str = "vivit_ti16x2"
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: pretrained weights loaded before training: ``timm:<name>``, ``hf:<repo id>`` or a local file/folder
+    #: (see :func:`vivit_tl.pretrained.load_pretrained`); None trains from scratch.
+    init_from: Optional[str] = None
 
 
 @dataclass
@@ -105,7 +108,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (the YAML layout, model overrides flattened next to ``name``)."""
         return {
-            "model": {"name": self.model.name, **self.model.overrides},
+            "model": {"name": self.model.name, "init_from": self.model.init_from, **self.model.overrides},
             "data": _plain(dataclasses.asdict(self.data)),
             "optim": _plain(dataclasses.asdict(self.optim)),
             "run": _plain(dataclasses.asdict(self.run)),
@@ -188,14 +191,17 @@ def build_config(tree: dict[str, dict[str, Any]]) -> TrainConfig:
     model_name = model_values.pop("name", ModelSection.name)
     if not isinstance(model_name, str):
         raise UserError(f"config key model.name: expected a model name, got {model_name!r}")
+    init_from = model_values.pop("init_from", None)
+    if init_from is not None and not isinstance(init_from, str):
+        raise UserError(f"config key model.init_from: expected 'timm:<name>', 'hf:<repo>' or a path, got {init_from!r}")
     _check_key(model_name, list_models(), "model name")
     hints = typing.get_type_hints(ModelConfig)
     valid = [f.name for f in dataclasses.fields(ModelConfig)]
     model_overrides = {}
     for key, value in model_values.items():
-        _check_key(key, ["name", *valid], "config key", prefix="model.")
+        _check_key(key, ["name", "init_from", *valid], "config key", prefix="model.")
         model_overrides[key] = coerce(value, hints[key], f"model.{key}")
-    return TrainConfig(model=ModelSection(model_name, model_overrides), **sections)
+    return TrainConfig(model=ModelSection(model_name, model_overrides, init_from), **sections)
 
 
 def override_dataclass(obj: Any, items: Sequence[str], section: str) -> Any:

@@ -40,6 +40,7 @@ from vivit_tl.engine.metrics_log import METRICS_NAME, JsonlTracker, truncate_met
 from vivit_tl.engine.optim import build_optimizer, build_scheduler
 from vivit_tl.errors import UserError
 from vivit_tl.models import VideoTransformer, create_model, model_config
+from vivit_tl.pretrained import load_pretrained
 
 CONFIG_NAME = "config.yaml"
 BEST_DIR, LAST_DIR, CHECKPOINTS_DIR = "best", "last", "checkpoints"
@@ -153,6 +154,10 @@ class Trainer:
             raise UserError(f"split {cfg.data.val_split!r} has other classes than {cfg.data.train_split!r}")
         set_seed(cfg.run.seed)  # same initial weights on every process
         model = create_model(cfg.model.name, **model_overrides(cfg, len(self.classes)))
+        if cfg.model.init_from and self.resume_from is None:
+            with acc.main_process_first():  # the main process downloads, the others read its cache
+                report = load_pretrained(model, cfg.model.init_from)
+            acc.print(report.summary())
         optimizer = build_optimizer(model, cfg.optim)
         per_process = cfg.optim.batch_size
         train_loader = build_train_loader(
