@@ -40,16 +40,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shuffle-frames", nargs="?", type=int, const=0, default=None, metavar="SEED",
                         help="control: permute the frames of every clip (seed default 0)")
     parser.add_argument("overrides", nargs="*", metavar="data.key=value", help="data config overrides")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from accelerate import Accelerator
 
     from vivit_tl.checkpoint import load_model_file
     from vivit_tl.config import override_dataclass
     from vivit_tl.data import DataConfig, build_dataset
+    from vivit_tl.engine.distributed import make_accelerator
     from vivit_tl.engine.evaluation import evaluate, pct, write_report
     from vivit_tl.engine.loader import build_eval_loader
     from vivit_tl.errors import UserError
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "classes": info["classes"]})
     data_cfg = override_dataclass(data_cfg, args.overrides, "data")
     split = args.split or data_cfg.val_split
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     dataset = build_dataset(data_cfg, split, train=False)
     if list(dataset.classes) != list(info["classes"]):
         raise UserError(f"classes of {data_root} ({split}) differ from the checkpoint's {info['classes']}")

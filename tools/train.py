@@ -43,20 +43,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kill-after-steps", type=int, default=None, metavar="N",
                         help="testing aid: SIGKILL the process right after optimizer step N (simulates a crash)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from accelerate import PartialState
 
     from vivit_tl.config import load_config
+    from vivit_tl.engine.distributed import process_state
     from vivit_tl.engine.evaluation import pct
     from vivit_tl.engine.trainer import train
 
     cfg = load_config(args.config, args.overrides)
     outcome = train(cfg, resume=args.resume, overrides=args.overrides, kill_after_steps=args.kill_after_steps)
-    if not PartialState().is_main_process:
+    if not process_state().is_main_process:
         return 0
     metrics = outcome.final_metrics
     model = shlex.quote(str(outcome.best_model))

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast_object_list, is_tensorboard_available, set_seed
 from tqdm.auto import tqdm
 
@@ -34,6 +33,7 @@ from vivit_tl.checkpoint import (
 )
 from vivit_tl.config import DATA_DERIVED_MODEL_FIELDS, TrainConfig, load_config
 from vivit_tl.data import build_dataset, dataset_root, prepare_dataset
+from vivit_tl.engine.distributed import make_accelerator, process_state
 from vivit_tl.engine.evaluation import EvalResult, evaluate, pct, write_report
 from vivit_tl.engine.loader import build_eval_loader, build_train_loader
 from vivit_tl.engine.metrics_log import METRICS_NAME, JsonlTracker, truncate_metrics
@@ -132,7 +132,7 @@ class Trainer:
         if is_tensorboard_available():
             trackers.append("tensorboard")
         run = cfg.run
-        self.accelerator = Accelerator(
+        self.accelerator = make_accelerator(
             mixed_precision=run.mixed_precision,
             gradient_accumulation_steps=cfg.optim.grad_accum_steps,
             log_with=trackers,
@@ -394,7 +394,7 @@ def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: lis
         overrides: the command-line overrides (re-applied to the saved config when resuming).
         kill_after_steps: testing aid: SIGKILL the process after this optimizer step.
     """
-    state = PartialState()
+    state = process_state()
     check_model_config(cfg)
     target: tuple[Path, Path | None] | None = None
     error = None
