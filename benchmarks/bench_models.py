@@ -64,7 +64,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,6 @@ class Preset:
     warmup: int
     cuda_dtype: str = "bf16"
     description: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 def _tl(num_tokens: int, loc: float, placement: str) -> dict[str, Any]:
@@ -135,9 +134,9 @@ def _tl(num_tokens: int, loc: float, placement: str) -> dict[str, Any]:
 _LOC_NAMES = {0.25: "1/4", 0.5: "1/2", 0.75: "3/4"}
 
 
-def video_group(base: str, frames: int, size: int, batch: int, *, name: str, tokenlearners: list[tuple[int, float, str]],
-                transformers: float | None = None, tl_target: tuple[int, float, str] | None = (8, 0.5, "once"),
-                **overrides: Any) -> list[Spec]:
+def video_group(base: str, frames: int, size: int, batch: int, *, name: str,
+                tokenlearners: list[tuple[int, float, str]], transformers: float | None = None,
+                tl_target: tuple[int, float, str] | None = (8, 0.5, "once"), **overrides: Any) -> list[Spec]:
     """Our ``base`` model, optionally `transformers`' ViViT of the same configuration (with its throughput target),
     and TokenLearner versions of ``base`` as ``(tokens, loc, placement)``, each compared with ``base``."""
     ours = Spec(f"{name} {frames}f", "vivit-tl", base, dict(num_frames=frames, image_size=size, **overrides),
@@ -216,7 +215,7 @@ def _require_plain_vit(cfg: ModelConfig, who: str) -> None:
         raise ValueError(f"{who} has only the plain joint ViT with a class token; config {cfg.to_dict()} is not one")
 
 
-def transformers_config(cfg: ModelConfig):
+def transformers_config(cfg: ModelConfig) -> Any:
     """`transformers.VivitConfig` of the same architecture as ``cfg`` (Model 1, CLS head). Its defaults are kept
     where ours match them: activation 'gelu_fast' (= our tanh GELU), attention implementation its default."""
     from transformers import VivitConfig
@@ -225,7 +224,8 @@ def transformers_config(cfg: ModelConfig):
     return VivitConfig(image_size=cfg.image_size, num_frames=cfg.num_frames, num_channels=cfg.in_chans,
                        tubelet_size=[cfg.tubelet_size, cfg.patch_size, cfg.patch_size], hidden_size=cfg.embed_dim,
                        num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads, intermediate_size=cfg.mlp_dim,
-                       hidden_act=act, hidden_dropout_prob=cfg.drop_rate, attention_probs_dropout_prob=cfg.attn_drop_rate,
+                       hidden_act=act, hidden_dropout_prob=cfg.drop_rate,
+                       attention_probs_dropout_prob=cfg.attn_drop_rate,
                        layer_norm_eps=cfg.norm_eps, qkv_bias=cfg.qkv_bias, num_labels=cfg.num_classes)
 
 
@@ -287,7 +287,7 @@ class Runner:
         self.y = torch.randint(0, spec.config().num_classes, (spec.batch,), device=device)
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
         self.params = list(self.model.parameters())
-        self.repeat = 1  # calls per sample, see `calibrate`
+        self.repeat = 1  # calls per timed sample, set after the warm-up (`run_group`)
 
     def infer(self) -> None:
         self.model.eval()
@@ -475,7 +475,10 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             c = {"kind": "throughput", "ours": ref["label"], "other": row["label"], "target": row["target"]}
             for k in MEASURES:
                 c[k] = _paired(row[f"{k}_samples"], ref[f"{k}_samples"])
-            c["met"] = None if row["target"] is None else all(c[k]["ratio"] >= row["target"] for k in ("infer", "train"))
+            if row["target"] is None:
+                c["met"] = None
+            else:
+                c["met"] = all(c[k]["ratio"] >= row["target"] for k in ("infer", "train"))
         else:
             c = {"kind": "tokenlearner", "model": row["label"], "baseline": ref["label"], "target": row["target"]}
             for k in MEASURES:
@@ -691,9 +694,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.md").write_text(markdown)
     plotted = plot(result, out / "speedup_vs_flops.png")
     if profiles is not None:
-        (out / "profiles.md").write_text(f"Profiles of `{result['command']}` (self time per op)\n\n" + "\n".join(profiles))
+        header = f"Profiles of `{result['command']}` (self time per op)\n\n"
+        (out / "profiles.md").write_text(header + "\n".join(profiles))
     print(markdown)
-    print(f"wrote {out / 'results.md'}, {out / 'results.json'}" + (f", {out / 'speedup_vs_flops.png'}" if plotted else ""))
+    written = ["results.md", "results.json"] + ["speedup_vs_flops.png"] * plotted + ["profiles.md"] * bool(profiles)
+    print(f"wrote {', '.join(str(out / name) for name in written)}")
     return 0
 
 

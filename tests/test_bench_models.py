@@ -86,7 +86,8 @@ def test_comparisons_are_paired_ratios():
 def test_smoke_preset_end_to_end(tmp_path):
     threads = torch.get_num_threads()
     try:
-        assert bench.main(["--preset", "smoke", "--threads", "1", "--repeats", "2", "--out", str(tmp_path)]) == 0
+        assert bench.main(["--preset", "smoke", "--threads", "1", "--repeats", "2", "--profile",
+                           "--out", str(tmp_path)]) == 0
     finally:
         torch.set_num_threads(threads)
     result = json.loads((tmp_path / "results.json").read_text())
@@ -109,6 +110,8 @@ def test_smoke_preset_end_to_end(tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert all(f"| {label} |" in markdown for label in labels)
     assert "met**" in markdown and (tmp_path / "speedup_vs_flops.png").stat().st_size > 0
+    profiles = (tmp_path / "profiles.md").read_text()
+    assert all(f"## {label}\n" in profiles for label in labels) and "aten::addmm" in profiles
 
 
 def test_bad_arguments_are_clear():
