@@ -75,7 +75,7 @@ class EvalResult:
         confusion = self.confusion()
         counts = confusion.sum(dim=1)
         return {
-            name: {"top1": (confusion[c, c] / counts[c]).item() if counts[c] else None, "count": int(counts[c])}
+            name: {"top1": confusion[c, c].item() / counts[c].item() if counts[c] else None, "count": int(counts[c])}
             for c, name in enumerate(self.classes)
         }
 
