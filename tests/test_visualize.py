@@ -63,10 +63,13 @@ def test_grid_png_size_and_one_column_for_images(tmp_path):
     image = render_grid(moving_square_clip(1), maps[:1], 1, tmp_path / "image.png")
     with Image.open(video) as a, Image.open(image) as b:
         assert a.format == b.format == "PNG"
-        # 4 columns of 1 inch (+ label margin) at 100 dpi; 1 + S rows of 2/3 inch (+ title)
-        assert a.size == (460, int(100 * ((1 + S) * H / W + 0.5)))
+        # 4 columns of 1 inch (+ label margin) at 100 dpi; 1 + S rows of 2/3 inch (+ one title line)
+        assert a.size == (460, int(100 * ((1 + S) * H / W + 0.47)))
         assert b.size[0] == 160 and b.size[1] < a.size[1]
         assert np.asarray(a.convert("L")).std() > 10  # not a blank canvas
+    long_title = render_grid(moving_square_clip(1), maps[:1], 1, tmp_path / "long.png", title="a long title " * 4)
+    with Image.open(long_title) as c:
+        assert c.size == (160, int(100 * ((1 + S) * H / W + 0.3 + 0.17 * 3)))  # wrapped on 3 lines, not cut
 
 
 def test_overlays_follow_the_maps():

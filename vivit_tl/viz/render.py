@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -141,8 +142,10 @@ def render_grid(
     rows, cols = len(tokens) + 1, len(shown)
     height, width = frames.shape[1:3]
     panel_h = panel_inches * height / width
-    title_inches = 0.5 if title else 0.25
-    fig = Figure(figsize=(cols * panel_inches + 0.6, rows * panel_h + title_inches), dpi=dpi)
+    fig_w = cols * panel_inches + 0.6
+    title = textwrap.fill(title, width=max(16, int(fig_w / 0.075)))  # about 0.075 inch per character
+    title_inches = 0.3 + 0.17 * (title.count("\n") + 1) if title else 0.25
+    fig = Figure(figsize=(fig_w, rows * panel_h + title_inches), dpi=dpi)
     axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={"wspace": 0.03, "hspace": 0.03})
     for col, frame_index in enumerate(shown):
         axes[0, col].imshow(frames[frame_index])
@@ -162,7 +165,7 @@ def render_grid(
         axes[row + 1, 0].set_ylabel(f"token {token}\npeak/mean {concentration[row]:.1f}", fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.5 / (cols * panel_inches + 0.6), right=0.99, bottom=0.01,
+    fig.subplots_adjust(left=0.5 / fig_w, right=0.99, bottom=0.01,
                         top=1 - title_inches / (rows * panel_h + title_inches))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
