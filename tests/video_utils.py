@@ -42,6 +42,32 @@ def write_faststart(path: Path, frames: np.ndarray) -> Path:
     return path
 
 
+def write_mpeg4_avi(path: Path, frames: np.ndarray) -> Path:
+    """MPEG-4 Part 2 in AVI with B-frames (lossy), the kind of file old datasets are full of."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"bf": "2", "g": "100", "threads": "1"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def decode_in_order(path: Path, indices: list[int]) -> np.ndarray:
+    """Ground truth: the frames at ``indices`` (sorted) counting decoder output from the start."""
+    wanted, got = set(indices), {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                got[i] = frame.to_ndarray(format="rgb24")
+            if i >= max(indices):
+                break
+    return np.stack([got[i] for i in indices])  # [len(indices), H, W, 3]
+
+
 def make_bad_files(folder: Path, good_video: Path) -> dict[str, str]:
     """One file per kind of bad file in ``folder``; returns {file name: expected reason}."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,14 @@ def _gather(frames: np.ndarray, uniq: np.ndarray, idx: np.ndarray) -> np.ndarray
     return frames[pos].reshape(idx.shape + frames.shape[1:])
 
 
+class _UnorderedTimestamps(Exception):
+    """decord's frame index has missing or unordered timestamps (e.g. MPEG-4 with B-frames in AVI).
+
+    decord 0.6 then seeks to the wrong frames (checked on such files: index 30 gives frame 32, the
+    last index gives the one before it), so these files are read with PyAV, which decodes in order.
+    """
+
+
 def _read_decord(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
     width, height = size or (-1, -1)
     try:
@@ -94,6 +102,9 @@ def _read_decord(path: str, pick: IndexPicker, num_threads: int, size: tuple[int
         raise ReadError(path, UNREADABLE, str(exc)) from None
     if len(reader) == 0:
         raise ReadError(path, NO_FRAMES)
+    start_times = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]  # [N] seconds
+    if not np.all(np.diff(start_times) > 0):
+        raise _UnorderedTimestamps(path)
     idx = np.asarray(pick(len(reader)), dtype=np.int64)
     uniq = np.unique(idx)
     try:
@@ -123,8 +134,10 @@ def _packet_index(container: av.container.InputContainer, stream: av.video.strea
                 packets.append((packet.pts, packet.is_keyframe))
     except av.error.FFmpegError:
         pass
-    if any(pts is None for pts, _ in packets):
-        return [None] * len(packets), []
+    # AVI stores no presentation times: with B-frames the ones FFmpeg guesses are out of order.
+    guessed = container.format.name == "avi" and stream.codec_context.has_b_frames
+    if guessed or any(pts is None for pts, _ in packets):
+        return [None] * len(packets), []  # no keyframes: the caller decodes from the start
     packets.sort()
     return [pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key]
 
@@ -190,13 +203,12 @@ def _read_pyav(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, 
             stream.codec_context.thread_count = num_threads
             pts, keys = _packet_index(container, stream)
             available = len(pts)
-            if available:
+            if available and keys:
                 idx = np.asarray(pick(available), dtype=np.int64)
                 uniq = np.unique(idx)
-                if keys:
-                    got = _decode_seeking(container, stream, pts, keys, uniq.tolist(), size)
-                    if len(got) == len(uniq):
-                        return _gather(np.stack([got[i] for i in uniq.tolist()]), uniq, idx), idx
+                got = _decode_seeking(container, stream, pts, keys, uniq.tolist(), size)
+                if len(got) == len(uniq):
+                    return _gather(np.stack([got[i] for i in uniq.tolist()]), uniq, idx), idx
         for _ in range(2):  # sequential: a second pass only if fewer frames decode than indexed
             if available < 1:
                 raise ReadError(path, NO_FRAMES)
@@ -219,6 +231,8 @@ def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "a
         path: video file.
         pick: frame count -> indices (any shape).
         decoder: 'decord', 'pyav' or 'auto' (decord, then PyAV for files decord cannot read).
+            Files whose timestamps decord cannot order go to PyAV with either decord setting:
+            decord would return wrong frames for them.
         num_threads: decoder threads.
         max_short_side: downscale at decode time to this short side when the video is larger.
 
@@ -235,6 +249,8 @@ def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "a
         return _read_pyav(path, pick, num_threads, size)
     try:
         return _read_decord(path, pick, num_threads, size)
+    except _UnorderedTimestamps:
+        return _read_pyav(path, pick, num_threads, size)
     except ReadError as decord_error:
         if decoder == "decord":
             raise
