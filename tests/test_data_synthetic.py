@@ -7,7 +7,7 @@ import pytest
 
 from vivit_tl.data import DataConfig, build_dataset, dataset_root, prepare_dataset
 from vivit_tl.data.decoding import read_frames
-from vivit_tl.data.synthetic import CLASSES, SyntheticSpec, generate, load_boxes, render_video
+from vivit_tl.data.synthetic import CLASSES, VERSION, SyntheticSpec, generate, load_boxes, render_video
 
 from video_utils import run_tool
 
@@ -34,6 +34,22 @@ def test_rendering_is_deterministic_and_boxes_follow_the_motion():
         x0, y0, x1, y1 = np.round(boxes[0]).astype(int)
         if not label.startswith("rotate"):
             assert np.abs(video[0, y0:y1, x0:x1].astype(int) - video[-1, y0:y1, x0:x1]).mean() > 10, label
+
+
+def test_the_moving_object_is_brighter_than_the_background():
+    """One contrast polarity: with random polarity the main job's model did not learn motion."""
+    spec = SyntheticSpec(size=96, frames=8)
+    for i, label in enumerate(CLASSES * 3):
+        video, record = render_video(spec, label, np.random.default_rng(i))
+        luma = video.astype(float) @ [0.299, 0.587, 0.114]  # [F, H, W]
+        x0, y0, x1, y1 = np.round(record["boxes"][0]).astype(int)
+        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+        centre = luma[0, cy - 1:cy + 2, cx - 1:cx + 2].mean()  # inside every shape (all are centred)
+        dx0, dy0, dx1, dy1 = record["distractor_box"]
+        outside = np.ones(luma.shape[1:], bool)
+        outside[y0:y1, x0:x1] = False
+        outside[int(dy0):int(np.ceil(dy1)), int(dx0):int(np.ceil(dx1))] = False
+        assert centre > luma[0][outside].max(), label
 
 
 def test_motion_classes_have_the_same_frames_as_their_reversed_twin():
@@ -90,7 +106,7 @@ def test_prepare_dataset_generates_into_the_cache_once(tmp_path):
         build_dataset(cfg, "train", train=True)
     prepare_dataset(cfg)
     root = dataset_root(cfg)
-    assert root.parent == tmp_path and root.name.startswith("synthetic-v1-seed0-")
+    assert root.parent == tmp_path and root.name.startswith(f"synthetic-v{VERSION}-seed0-")
     stamp = (root / "meta.json").stat().st_mtime_ns
     prepare_dataset(cfg)  # idempotent
     assert (root / "meta.json").stat().st_mtime_ns == stamp
@@ -100,7 +116,7 @@ def test_prepare_dataset_generates_into_the_cache_once(tmp_path):
     assert len(train) == 2 * len(CLASSES) and len(val) == len(CLASSES)
     clip, label, index = train[5]
     assert clip.shape == (3, 4, 96, 96) and label == train.labels[index]
-    assert DataConfig().synthetic == {} and SyntheticSpec().dirname() == "synthetic-v1-seed0"
+    assert DataConfig().synthetic == {} and SyntheticSpec().dirname() == f"synthetic-v{VERSION}-seed0"
     with pytest.raises(ValueError, match="unknown synthetic option"):
         prepare_dataset(DataConfig(synthetic={"colour": 3}))
 

@@ -2,7 +2,7 @@
 
 Usage:
     python tools/make_synthetic.py OUT [--seed 0] [--size 96] [--frames 32]
-                                       [--train-per-class 100] [--val-per-class 25] [--workers 2]
+                                       [--train-per-class 200] [--val-per-class 25] [--workers 2]
 
 Writes ``OUT/{train,val}/<class>/<class>_NNNN.mp4`` with ``<class>_NNNN.boxes.json`` next to each
 video and ``OUT/meta.json``. Deterministic by seed. The main job does not need this tool: it
