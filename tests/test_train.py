@@ -252,3 +252,23 @@ def test_train_dataset_items_are_reproducible(tiny):
     dataset = SeededDataset(build_dataset(cfg, "train", train=True), seed=0)
     a, b = dataset[(1, 5)], dataset[(1, 5)]
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_cpu_threads_default_to_the_cores_per_local_process(monkeypatch):
+    from accelerate import PartialState
+
+    from vivit_tl.engine.distributed import set_cpu_threads
+    from vivit_tl.errors import UserError
+
+    state, before = PartialState(cpu=True), torch.get_num_threads()
+    try:
+        assert set_cpu_threads(3, state) == 3 and torch.get_num_threads() == 3
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+        alone = set_cpu_threads(None, state)
+        assert 1 <= alone <= len(os.sched_getaffinity(0)) and torch.get_num_threads() == alone
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+        assert set_cpu_threads(None, state) == 1  # never fewer than one
+        with pytest.raises(UserError, match="cpu_threads"):
+            set_cpu_threads(0, state)
+    finally:
+        torch.set_num_threads(before)

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from vivit_tl.checkpoint import load_model_file
     from vivit_tl.config import override_dataclass
     from vivit_tl.data import DataConfig, build_dataset
-    from vivit_tl.engine.distributed import make_accelerator
+    from vivit_tl.engine.distributed import make_accelerator, set_cpu_threads
     from vivit_tl.engine.evaluation import evaluate, pct, write_report
     from vivit_tl.engine.loader import build_eval_loader
     from vivit_tl.errors import UserError
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     data_cfg = override_dataclass(data_cfg, args.overrides, "data")
     split = args.split or data_cfg.val_split
     accelerator = make_accelerator()
+    set_cpu_threads(None, accelerator.state)
     dataset = build_dataset(data_cfg, split, train=False)
     if list(dataset.classes) != list(info["classes"]):
         raise UserError(f"classes of {data_root} ({split}) differ from the checkpoint's {info['classes']}")

@@ -8,11 +8,16 @@ Asking for the CPU when no accelerator is present gives the gloo group instead.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+import psutil
 
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import is_mlu_available, is_npu_available, is_xpu_available
+
+from vivit_tl.errors import UserError
 
 
 def no_accelerator() -> bool:
@@ -29,3 +34,24 @@ def process_state() -> PartialState:
 def make_accelerator(**kwargs: Any) -> Accelerator:
     """An ``Accelerator`` on the process group of :func:`process_state`."""
     return Accelerator(cpu=no_accelerator(), **kwargs)
+
+
+def set_cpu_threads(requested: int | None, state: PartialState) -> int:
+    """Set torch's intra-op threads for a run on the CPU and return them.
+
+    ``accelerate launch`` without ``--cpu`` starts every process with ``OMP_NUM_THREADS=1``, even on
+    a CPU-only machine (a CIFAR-10 ViT step on 2 cores: 1.18 s with 1 thread, 0.68 s with 2).
+    ``requested=None`` uses this machine's physical cores (those this process may run on) divided
+    by the processes on it, as ``accelerate launch --cpu`` does. With an accelerator, torch's setting is left alone.
+    """
+    if requested is not None and requested < 1:
+        raise UserError(f"run.cpu_threads must be >= 1 or null (automatic), got {requested}")
+    if requested is None and not no_accelerator():
+        return torch.get_num_threads()
+    if requested is None:
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = min(psutil.cpu_count(logical=False) or usable, usable)
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+        requested = max(1, cores // max(1, local_processes))
+    torch.set_num_threads(requested)
+    return requested

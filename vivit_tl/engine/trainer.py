@@ -33,7 +33,7 @@ from vivit_tl.checkpoint import (
 )
 from vivit_tl.config import DATA_DERIVED_MODEL_FIELDS, TrainConfig, load_config
 from vivit_tl.data import build_dataset, dataset_root, prepare_dataset
-from vivit_tl.engine.distributed import make_accelerator, process_state
+from vivit_tl.engine.distributed import make_accelerator, process_state, set_cpu_threads
 from vivit_tl.engine.evaluation import EvalResult, evaluate, pct, write_report
 from vivit_tl.engine.loader import build_eval_loader, build_train_loader
 from vivit_tl.engine.metrics_log import METRICS_NAME, JsonlTracker, truncate_metrics
@@ -395,6 +395,7 @@ def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: lis
         kill_after_steps: testing aid: SIGKILL the process after this optimizer step.
     """
     state = process_state()
+    set_cpu_threads(cfg.run.cpu_threads, state)
     check_model_config(cfg)
     target: tuple[Path, Path | None] | None = None
     error = None
