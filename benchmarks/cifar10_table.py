@@ -1,0 +1,488 @@
+"""The Keras CIFAR-10 TokenLearner table (SPEC §5) with our trainer: runs the rows, collects test top-1.
+
+Usage:
+    # every row on the CIFAR-10 JPEG mirror, one after the other (about 1.5 h per row on 2 CPU cores)
+    python benchmarks/cifar10_table.py --archive ../shared/data/cifar10_jpeg.tar.gz
+    python benchmarks/cifar10_table.py --archive ../shared/data/cifar10_jpeg.tar.gz --rows tl8 no_tl
+    python benchmarks/cifar10_table.py --archive ../shared/data/cifar10_jpeg.tar.gz --dry-run       # commands only
+    python benchmarks/cifar10_table.py --archive ../shared/data/cifar10_jpeg.tar.gz --collect-only  # table from runs/
+    python benchmarks/cifar10_table.py                      # real CIFAR-10 through torchvision (downloads it)
+    python benchmarks/cifar10_table.py --archive ... --collect-only --update-readme
+
+Rows (``--rows``, in this order by default; one config file each in configs/):
+
+    no_tl       cifar10_vit.yaml          no TokenLearner, 4 blocks         Keras 56.112%
+    tl8         cifar10_vit_tl.yaml       TokenLearner v1, 8 tokens         Keras 56.55%
+    tl4         cifar10_vit_tl4.yaml      TokenLearner v1, 4 tokens         Keras 56.498%
+    depth8      cifar10_vit_depth8.yaml   no TokenLearner, 8 blocks         Keras 55.36%
+    v11_tl8     cifar10_vit_v11_tl8.yaml  TokenLearner v1.1 (MLP), 8 tokens Keras 54.898% (grouped-conv v1.1)
+    tl8_plus    cifar10_vit_tl_plus.yaml  TokenLearner v1, 8, our recipe    (no Keras row; target >= 68%)
+
+Each row is one ``accelerate launch tools/train.py --config CONFIG [overrides]`` subprocess; its output
+streams through. The trainer evaluates the best-val weights on ``run.test_split: test`` and writes
+``<run dir>/eval_test/report.json``; this script reads test top-1 from there, so runs launched by hand
+with the printed command count too: ``--collect-only`` rebuilds the table from ``--runs-dir`` without
+training. A row's run is the newest run directory named ``<run.name>`` or ``<run.name>-N`` whose saved
+config.yaml is of the same model and dataset (a run of the exact row config is preferred; any other
+difference, e.g. ``optim.epochs=1``, is printed in the row's notes). Rows that already have a result are
+not run again unless ``--rerun``. A row without a result shows "not run" and its command, never a guess.
+
+Dataset: ``--archive PATH`` trains on an image-folder archive (``cifar10_jpeg/{train,test}/<class>/*.jpg``)
+with the overrides ``data.kind=image_folder data.archive=PATH data.split_seed=0`` (10k random val images);
+without it, on CIFAR-10 through torchvision (``download: true``, Keras' exact split).
+
+GFLOPs are multiply-adds per image counted by our counter (vivit_tl.models.flops, meta device), not
+comparable with the Keras utility's numbers (0.0184 for the plain model). Wall time: from launch to the
+test report, as measured by this script (written to ``<run dir>/cifar10_table_timing.json``); for runs
+launched by hand, from the file times of config.yaml (written at start) to the test report (a resumed run
+counts only its last part). The seed's top-1 is a mean over 5 runs; ours is one run (``run.seed: 0``).
+
+Writes ``--out``.json (every field of every row) and ``--out``.md (default
+``benchmarks/results/cifar10_table``); ``--update-readme`` also replaces the table in README.md's
+CIFAR-10 section (between ``<!-- table:cifar10 -->`` and ``<!-- /table:cifar10 -->``).
+Exit status: 0, 1 when a launched row failed, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vivit_tl.errors import UserError, run_cli  # noqa: E402
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "cifar10_table"
+README = REPO / "README.md"
+TABLE_START, TABLE_END = "<!-- table:cifar10 -->", "<!-- /table:cifar10 -->"
+TIMING_NAME = "cifar10_table_timing.json"
+TEST_SPLIT = "test"
+DATASETS = {"jpeg": "CIFAR-10 (JPEG q75 mirror)", "torchvision": "CIFAR-10 (torchvision)"}
+FLOPS_NOTE = ("GFLOPs: multiply-adds per 48×48 image from our counter (`vivit_tl.models.flops`), not comparable "
+              "with the Keras utility's numbers (0.0184 for the plain model, 0.0153 with 8 tokens)")
+# Config keys that do not change what a run measures (paths, logging, workers, the run's name).
+IGNORED_KEYS = {"data.num_workers", "data.cache_dir", "data.download", "data.archive", "data.root",
+                "run.name", "run.output_dir", "run.log_every_steps", "run.save_every_steps", "run.keep_last"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: a config file and the Keras example's published number for it."""
+
+    id: str
+    config: str  # file name in configs/
+    description: str
+    seed_top1: float | None  # Keras, top-1 in %, mean of 5 runs (SPEC §5)
+    seed_note: str = ""
+
+
+ROWS: tuple[Row, ...] = (
+    Row("no_tl", "cifar10_vit.yaml", "no TokenLearner", 56.112,
+        "Keras' second no-TokenLearner run set: 56.37%"),
+    Row("tl8", "cifar10_vit_tl.yaml", "TokenLearner v1, 8 tokens", 56.55),
+    Row("tl4", "cifar10_vit_tl4.yaml", "TokenLearner v1, 4 tokens", 56.498),
+    Row("depth8", "cifar10_vit_depth8.yaml", "no TokenLearner, 8 blocks", 55.36),
+    Row("v11_tl8", "cifar10_vit_v11_tl8.yaml", "TokenLearner v1.1 (MLP form), 8 tokens", 54.898,
+        "Keras' v1.1 is the grouped 1×1-conv form (8 groups; 4 groups: 55.196%): nearest row, not the same module"),
+    Row("tl8_plus", "cifar10_vit_tl_plus.yaml", "TokenLearner v1, 8 tokens, improved recipe", None,
+        "same model and 20 epochs as tl8; warm-up + cosine, stronger crop, label smoothing, wd 0.05; target ≥ 68%"),
+)
+ROW_IDS = [row.id for row in ROWS]
+
+
+# --------------------------------------------------------------------------- commands and configs
+def dataset_overrides(archive: str | None) -> list[str]:
+    """Config overrides that select the dataset: the image-folder archive, or none (torchvision)."""
+    if archive is None:
+        return []
+    return ["data.kind=image_folder", f"data.archive={archive}", "data.split_seed=0"]
+
+
+def row_overrides(archive: str | None, extra: list[str], runs_dir: str) -> list[str]:
+    """All overrides of a row's command: dataset, ``run.output_dir`` when not the default, then ``--set``."""
+    out = dataset_overrides(archive)
+    if Path(runs_dir) != Path("runs"):
+        out.append(f"run.output_dir={runs_dir}")
+    return out + list(extra)
+
+
+def command(row: Row, overrides: list[str], launch_args: list[str]) -> list[str]:
+    """The row's command line, as shown in the table (run from the repository root)."""
+    return ["accelerate", "launch", *launch_args, "tools/train.py", "--config", f"configs/{row.config}", *overrides]
+
+
+def expected_config(row: Row, overrides: list[str]):
+    """The TrainConfig a run of this row command saves (UserError if the row config is invalid)."""
+    from vivit_tl.config import load_config
+
+    return load_config(REPO / "configs" / row.config, overrides)
+
+
+def dataset_label(archive: str | None) -> str:
+    """How results on this dataset are reported: the JPEG mirror must not be called CIFAR-10."""
+    if archive is None:
+        return DATASETS["torchvision"]
+    name = Path(archive).name
+    return DATASETS["jpeg"] if name.startswith("cifar10_jpeg") else f"image-folder archive {name}"
+
+
+def dataset_key(cfg) -> str | None:
+    """'jpeg' / 'torchvision' for the data section of a config, None for any other dataset."""
+    if cfg.data.kind == "cifar10":
+        return "torchvision"
+    if cfg.data.kind == "image_folder" and cfg.data.archive:
+        return "jpeg"
+    return None
+
+
+def config_differences(expected, actual) -> list[str]:
+    """``['optim.epochs=1 (row: 20)', ...]``: keys that change the result, sorted."""
+    def flat(cfg) -> dict[str, Any]:  # {"optim.epochs": 20, ...}
+        return {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
+
+    want, have = flat(expected), flat(actual)
+    diffs = []
+    for key in sorted(set(want) | set(have)):
+        if key in IGNORED_KEYS or want.get(key) == have.get(key):
+            continue
+        diffs.append(f"{key}={have.get(key)!r} (row: {want.get(key)!r})")
+    return diffs
+
+
+def model_cost(cfg) -> dict[str, Any]:
+    """Parameters, GFLOPs and tokens per block of a config's model at its data's input size."""
+    from vivit_tl.models.flops import model_cost as cost
+
+    overrides = {**cfg.model.overrides, "num_classes": 10, "num_frames": cfg.data.num_frames,
+                 "image_size": cfg.data.image_size}
+    return cost(cfg.model.name, **overrides)
+
+
+# --------------------------------------------------------------------------- collecting results
+def candidate_runs(runs_dir: Path, run_name: str) -> list[Path]:
+    """Run directories ``run_name`` and ``run_name-N`` under ``runs_dir``."""
+    if not runs_dir.is_dir():
+        return []
+    pattern = re.compile(rf"{re.escape(run_name)}(-\d+)?")
+    return sorted(p for p in runs_dir.iterdir() if p.is_dir() and pattern.fullmatch(p.name))
+
+
+def read_run(run_dir: Path, expected) -> dict[str, Any] | None:
+    """The result of a finished run of the same model and dataset as ``expected``, else None."""
+    from vivit_tl.config import load_config
+
+    report_path = run_dir / f"eval_{TEST_SPLIT}" / "report.json"
+    config_path = run_dir / "config.yaml"
+    if not (report_path.is_file() and config_path.is_file()):
+        return None
+    try:
+        saved = load_config(config_path)
+        report = json.loads(report_path.read_text())
+    except (UserError, ValueError, OSError) as exc:
+        print(f"warning: skipping {run_dir}: {exc}", file=sys.stderr)
+        return None
+    if (saved.model.name, saved.model.overrides) != (expected.model.name, expected.model.overrides):
+        return None
+    if dataset_key(saved) != dataset_key(expected) or report.get("top1") is None:
+        return None
+    timing_path = run_dir / TIMING_NAME
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    if timing.get("wall_time_s") is not None:
+        wall, source = timing["wall_time_s"], "launcher"
+    else:
+        wall, source = report_path.stat().st_mtime - config_path.stat().st_mtime, "file times"
+    best_val = None
+    best_meta = run_dir / "best" / "model.json"
+    if best_meta.is_file():
+        best_val = (json.loads(best_meta.read_text()).get("metrics") or {}).get("val/top1")
+    return {
+        "run_dir": str(run_dir),
+        "top1": 100 * report["top1"],
+        "top5": None if report.get("top5") is None else 100 * report["top5"],
+        "num_evaluated": report.get("num_evaluated"),
+        "best_val_top1": None if best_val is None else 100 * best_val,
+        "wall_time_s": wall,
+        "wall_time_source": source,
+        "machine": timing.get("machine"),
+        "config_differences": config_differences(expected, saved),
+        "finished": datetime.datetime.fromtimestamp(report_path.stat().st_mtime).isoformat(timespec="seconds"),
+    }
+
+
+def collect(row: Row, expected, runs_dir: Path) -> dict[str, Any] | None:
+    """The newest finished run of the row, preferring runs of exactly the row config."""
+    results = [r for r in (read_run(p, expected) for p in candidate_runs(runs_dir, expected.run.name)) if r]
+    if not results:
+        return None
+    report_time = {r["run_dir"]: (Path(r["run_dir"]) / f"eval_{TEST_SPLIT}" / "report.json").stat().st_mtime
+                   for r in results}
+    return max(results, key=lambda r: (not r["config_differences"], report_time[r["run_dir"]]))
+
+
+# --------------------------------------------------------------------------- running rows
+def machine() -> str:
+    """A one-line description of where the wall time was measured."""
+    import torch
+
+    text = f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.device_count()}× {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def accelerate_executable() -> str:
+    """``accelerate`` next to this Python (the venv), else the one on PATH."""
+    local = Path(sys.executable).with_name("accelerate")
+    if local.is_file():
+        return str(local)
+    found = shutil.which("accelerate")
+    if found is None:
+        raise UserError("the 'accelerate' command was not found next to this Python or on PATH; "
+                        "install the project (pip install -e .) in this environment")
+    return found
+
+
+def launch(row: Row, argv: list[str]) -> tuple[int, Path | None, float]:
+    """Run one row; stream its output. Returns (exit status, run directory or None, seconds)."""
+    run_dir = None
+    start = time.time()
+    with subprocess.Popen([accelerate_executable(), *argv[1:]], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                          bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            match = re.match(r"run directory:\s*(\S.*)$", line.strip())
+            if match and run_dir is None:
+                run_dir = Path(match.group(1))
+                run_dir = run_dir if run_dir.is_absolute() else REPO / run_dir
+        status = proc.wait()
+    return status, run_dir, time.time() - start
+
+
+# --------------------------------------------------------------------------- the table
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def shell_join(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def build_rows(rows: list[Row], args: argparse.Namespace, launched: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per row: config, cost, command, and the collected result (or "not run")."""
+    runs_dir = resolve_runs_dir(args.runs_dir)
+    records = []
+    for row in rows:
+        overrides = row_overrides(args.archive_display, args.set, args.runs_dir)
+        cfg = expected_config(row, overrides)
+        cost = model_cost(cfg)
+        result = collect(row, cfg, runs_dir)
+        record: dict[str, Any] = {
+            "id": row.id,
+            "config": f"configs/{row.config}",
+            "description": row.description,
+            "model": cfg.model.name,
+            "model_overrides": cfg.model.overrides,
+            "seed_top1": row.seed_top1,
+            "seed_note": row.seed_note,
+            "params": cost["params"],
+            "gflops": cost["gflops"],
+            "tokens_per_block": cost["tokens_per_block"],
+            "command": shell_join(command(row, overrides, args.launch_args)),
+            "status": "done" if result else "not run",
+            **(result or {}),
+        }
+        if not result and row.id in launched:
+            record["last_attempt"] = launched[row.id]
+        records.append(record)
+    return records
+
+
+def markdown_table(records: list[dict[str, Any]], dataset: str) -> str:
+    """The table and its notes (the README's CIFAR-10 section shows exactly this)."""
+    lines = [
+        f"Dataset: {dataset}. Test top-1 of the best-val weights, one run each; the seed column is the Keras "
+        "example's mean of 5 runs on the original CIFAR-10 (SPEC §5). " + FLOPS_NOTE + ". Commands run from the "
+        "repository root.",
+        "",
+        "| row | model | seed top-1 (Keras) | our top-1 | GFLOPs (ours) | params | wall time | command |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for r in records:
+        seed = "–" if r["seed_top1"] is None else f"{r['seed_top1']:g}%"
+        marks = []
+        if r["seed_note"]:
+            notes.append(f"`{r['id']}`: {r['seed_note']}.")
+            marks.append(str(len(notes)))
+        if r["status"] == "done":
+            ours = f"{r['top1']:.2f}%"
+            if r.get("wall_time_source") == "file times":
+                notes.append(f"`{r['id']}`: wall time from file times (run launched by hand).")
+                marks.append(str(len(notes)))
+            if r.get("config_differences"):
+                notes.append(f"`{r['id']}`: run {r['run_dir']} differs from the row config: "
+                             + "; ".join(r["config_differences"]) + ".")
+                marks.append(str(len(notes)))
+        else:
+            ours = "not run"
+            if r.get("last_attempt"):
+                notes.append(f"`{r['id']}`: last attempt failed: {r['last_attempt']['error']}.")
+                marks.append(str(len(notes)))
+        name = f"`{r['id']}`" + (f" ({', '.join(marks)})" if marks else "")
+        lines.append(f"| {name} | {r['description']} | {seed} | {ours} | {r['gflops']:.4f} | "
+                     f"{r['params'] / 1e6:.2f} M | {fmt_time(r.get('wall_time_s'))} | `{r['command']}` |")
+    if notes:
+        lines += ["", *[f"{i}. {note}" for i, note in enumerate(notes, 1)]]
+    machines = sorted({r["machine"] for r in records if r.get("machine")})
+    if machines:
+        lines += ["", "Wall time: launch to test report, measured on " + "; ".join(machines) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    dataset = dataset_label(args.archive)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(records, dataset)
+    payload = {
+        "dataset": dataset,
+        "archive": args.archive_display,
+        "generated": datetime.datetime.now().isoformat(timespec="seconds"),
+        "runs_dir": args.runs_dir,
+        "flops_convention": FLOPS_NOTE,
+        "rows": records,
+    }
+    out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+    out.with_suffix(".md").write_text(f"# The Keras CIFAR-10 TokenLearner table (SPEC §5) with vivit-tl\n\n{table}")
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    if args.update_readme:
+        update_readme(Path(args.readme), table)
+        print(f"updated the CIFAR-10 table in {args.readme}")
+
+
+def update_readme(path: Path, table: str) -> None:
+    """Replace the text between the table markers of README.md (UserError if they are missing)."""
+    text = path.read_text()
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise UserError(f"{path} has no {TABLE_START} ... {TABLE_END} markers")
+    path.write_text(text[: start + len(TABLE_START)] + "\n" + table + text[end:])
+
+
+# --------------------------------------------------------------------------- command line
+def resolve_runs_dir(runs_dir: str) -> Path:
+    path = Path(runs_dir)
+    return path if path.is_absolute() else REPO / path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", choices=ROW_IDS, default=ROW_IDS, metavar="ROW",
+                        help=f"rows to run or collect, in the given order (default: all: {' '.join(ROW_IDS)})")
+    parser.add_argument("--archive", metavar="PATH",
+                        help="train on this image-folder archive (the CIFAR-10 JPEG mirror); "
+                             "default: CIFAR-10 through torchvision")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the commands of the rows to run; run nothing")
+    mode.add_argument("--collect-only", action="store_true",
+                      help="write the table from existing run directories; run nothing")
+    parser.add_argument("--rerun", action="store_true", help="run rows again even when they already have a result")
+    parser.add_argument("--runs-dir", default="runs", metavar="DIR",
+                        help="run.output_dir of the rows, relative to the repository root (default: runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="an extra config override for every row (repeatable), e.g. data.num_workers=0")
+    parser.add_argument("--launch-args", default="", metavar="'ARGS'",
+                        help="arguments for 'accelerate launch' before the script, e.g. "
+                             "'--num_processes 1 --mixed_precision no' (default: your accelerate config)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), metavar="STEM",
+                        help="output path without suffix: writes STEM.json and STEM.md (default: %(default)s)")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="also replace the table inside README.md's CIFAR-10 section")
+    parser.add_argument("--readme", default=str(README), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.launch_args = shlex.split(args.launch_args)
+    args.archive_display = None
+    if args.archive:
+        archive = Path(args.archive).expanduser().resolve()
+        if not archive.is_file():
+            raise UserError(f"--archive: no such file: {args.archive}")
+        # shown and passed relative to the repository root (the commands run there) when it is nearby
+        relative = os.path.relpath(archive, REPO)
+        args.archive_display = relative if not relative.startswith("../../") else str(archive)
+    for item in args.set:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--set {item!r} must look like section.key=value (e.g. data.num_workers=0)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows = [next(r for r in ROWS if r.id == rid) for rid in args.rows]
+    for row in rows:  # fail fast on a bad config or override, before hours of training
+        expected_config(row, row_overrides(args.archive_display, args.set, args.runs_dir))
+    dataset = dataset_label(args.archive)
+    launched: dict[str, dict[str, Any]] = {}
+    failed = False
+    if not args.collect_only:
+        runs_dir = resolve_runs_dir(args.runs_dir)
+        todo = []
+        for row in rows:
+            overrides = row_overrides(args.archive_display, args.set, args.runs_dir)
+            done = None if args.rerun else collect(row, expected_config(row, overrides), runs_dir)
+            if done and not done["config_differences"]:
+                print(f"[{row.id}] already done: {done['top1']:.2f}% in {done['run_dir']} (--rerun to run it again)")
+                continue
+            todo.append((row, command(row, overrides, args.launch_args)))
+        if args.dry_run:
+            print(f"# {len(todo)} row(s) to run on {dataset}, from {REPO}:")
+            for row, argv in todo:
+                print(f"# {row.id}: {row.description}\n{shell_join(argv)}")
+            return 0
+        for i, (row, argv) in enumerate(todo, 1):
+            print(f"\n[{i}/{len(todo)}] {row.id} ({row.description}) on {dataset}\n$ {shell_join(argv)}", flush=True)
+            try:
+                status, run_dir, seconds = launch(row, argv)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted during {row.id}; writing the table of what is finished", file=sys.stderr)
+                write_outputs(build_rows(rows, args, launched), args)
+                return 130
+            if status == 0 and run_dir is not None and run_dir.is_dir():
+                timing = {"wall_time_s": seconds, "command": shell_join(argv), "machine": machine(),
+                          "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+                (run_dir / TIMING_NAME).write_text(json.dumps(timing, indent=2) + "\n")
+                print(f"[{row.id}] finished in {fmt_time(seconds)}: {run_dir}")
+            else:
+                failed = True
+                launched[row.id] = {"error": f"exit status {status} after {fmt_time(seconds)}",
+                                    "run_dir": None if run_dir is None else str(run_dir)}
+                print(f"[{row.id}] FAILED with exit status {status}; going on with the next row", file=sys.stderr)
+            write_outputs(build_rows(rows, args, launched), args)  # after every row: partial results are kept
+    records = build_rows(rows, args, launched)
+    write_outputs(records, args)
+    for r in records:
+        ours = f"{r['top1']:.2f}%" if r["status"] == "done" else "not run"
+        seed = "–" if r["seed_top1"] is None else f"{r['seed_top1']:g}%"
+        print(f"  {r['id']:<9} seed {seed:>8}  ours {ours:>8}  {r['gflops']:.4f} GFLOPs  {fmt_time(r.get('wall_time_s'))}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

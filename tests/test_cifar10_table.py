@@ -1,0 +1,176 @@
+"""The CIFAR-10 table (benchmarks/cifar10_table.py) and its row configs: valid configs of the right models,
+results collected from run directories in the trainer's format, "not run" with the command otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import cifar10_table as table  # noqa: E402
+
+from vivit_tl.config import CONFIG_DIR, load_config  # noqa: E402
+from vivit_tl.engine.evaluation import EvalResult, write_report  # noqa: E402
+from vivit_tl.errors import UserError  # noqa: E402
+from vivit_tl.models.flops import model_cost  # noqa: E402
+
+KERAS_VIT = 1_344_650  # tests/test_models.py: the Keras layer shapes counted by hand
+BLOCK = KERAS_VIT - (6 * 6 * 3 * 128 + 128) - 64 * 128 - 256 - (128 * 10 + 10)  # 4 blocks
+# row id -> (model, parameters, tokens entering each block)
+EXPECTED = {
+    "no_tl": ("vit_cifar", KERAS_VIT, [64] * 4),
+    "tl8": ("vit_cifar_tl8", 1_355_850, [64, 64, 64, 8]),
+    "tl4": ("vit_cifar_tl4", 1_349_946, [64, 64, 64, 4]),
+    "depth8": ("vit_cifar", KERAS_VIT + BLOCK, [64] * 8),
+    "v11_tl8": ("vit_cifar_v11_tl8", 1_353_682, [64, 64, 64, 8]),
+    "tl8_plus": ("vit_cifar_tl8", 1_355_850, [64, 64, 64, 8]),
+}
+KERAS_RECIPE = ("no_tl", "tl8", "tl4", "depth8", "v11_tl8")
+
+
+def row(row_id: str):
+    return next(r for r in table.ROWS if r.id == row_id)
+
+
+def test_rows_cover_the_issue():
+    assert set(table.ROW_IDS) == set(EXPECTED)
+    for r in table.ROWS:
+        assert (CONFIG_DIR / r.config).is_file()
+
+
+@pytest.mark.parametrize("row_id", list(EXPECTED))
+def test_row_config_builds_the_expected_model(row_id):
+    cfg = load_config(CONFIG_DIR / row(row_id).config)
+    name, params, tokens = EXPECTED[row_id]
+    assert cfg.model.name == name
+    assert (cfg.optim.epochs, cfg.run.test_split, cfg.data.image_size, cfg.data.val_size) == (20, "test", 48, 10000)
+    cost = model_cost(cfg.model.name, num_classes=10, num_frames=cfg.data.num_frames,
+                      image_size=cfg.data.image_size, **cfg.model.overrides)
+    assert (cost["params"], cost["tokens_per_block"]) == (params, tokens)
+
+
+def test_keras_rows_share_the_keras_recipe():
+    """Only the model section differs between the Keras rows (the table compares models, not recipes)."""
+    reference = load_config(CONFIG_DIR / "cifar10_vit.yaml")
+    assert (reference.optim.lr, reference.optim.min_lr, reference.optim.warmup_epochs) == (1e-3, 1e-3, 0)
+    assert (reference.optim.weight_decay, reference.optim.batch_size, reference.data.preset) == (1e-4, 256, "keras_cifar")
+    for row_id in KERAS_RECIPE:
+        cfg = load_config(CONFIG_DIR / row(row_id).config)
+        assert (cfg.data, cfg.optim) == (reference.data, reference.optim), row_id
+
+
+def test_plus_recipe_keeps_model_epochs_and_split():
+    keras, plus = load_config(CONFIG_DIR / "cifar10_vit_tl.yaml"), load_config(CONFIG_DIR / "cifar10_vit_tl_plus.yaml")
+    assert (plus.model, plus.optim.epochs, plus.data.val_size, plus.data.split_seed) == (
+        keras.model, keras.optim.epochs, keras.data.val_size, keras.data.split_seed)
+    assert plus.optim.warmup_epochs > 0 and plus.optim.min_lr < plus.optim.lr  # warm-up + cosine
+    assert plus.data.eval_resize == "full" and plus.data.short_side * plus.data.scale_jitter[0] == 48
+
+
+def fake_run(runs_dir: Path, name: str, cfg, top1: float, timing: float | None = None) -> Path:
+    """A finished run directory as the trainer leaves it: config.yaml and eval_test/report.json."""
+    run_dir = runs_dir / name
+    run_dir.mkdir(parents=True)
+    cfg.save(run_dir / "config.yaml")
+    n, correct = 20, round(top1 * 20)
+    labels = torch.arange(n) % 10
+    logits = torch.nn.functional.one_hot((labels + (torch.arange(n) >= correct)) % 10, 10).double()
+    result = EvalResult(logits, labels, torch.ones(n, dtype=torch.long), n, [f"c{i}" for i in range(10)])
+    write_report(result, run_dir / "eval_test", {"model": str(run_dir / "best"), "split": "test", "views_per_video": 1})
+    if timing is not None:
+        (run_dir / table.TIMING_NAME).write_text(json.dumps({"wall_time_s": timing, "machine": "test box"}))
+    return run_dir
+
+
+@pytest.fixture
+def archive(tmp_path) -> Path:
+    path = tmp_path / "cifar10_jpeg.tar.gz"  # --collect-only never opens it
+    path.write_bytes(b"")
+    return path
+
+
+def test_collect_only_fills_finished_rows_and_says_not_run(tmp_path, archive, capsys):
+    runs = tmp_path / "runs"
+    jpeg = table.row_overrides(str(archive), [], str(runs))
+    tl8 = table.expected_config(row("tl8"), jpeg)
+    fake_run(runs, "cifar10_vit_tl", tl8, 0.55, timing=1800.0)
+    fake_run(runs, "cifar10_vit_tl-2", load_config(CONFIG_DIR / "cifar10_vit_tl.yaml", ["optim.epochs=1"] + jpeg), 0.2)
+    # a torchvision run of no_tl is not a result on the JPEG mirror; a hand-launched one (no timing file) is
+    fake_run(runs, "cifar10_vit", table.expected_config(row("no_tl"), [f"run.output_dir={runs}"]), 0.9)
+    older = fake_run(runs, "cifar10_vit-2", table.expected_config(row("no_tl"), jpeg), 0.5)
+    os.utime(older / "config.yaml", (time.time() - 600, time.time() - 600))
+    out = tmp_path / "table"
+    assert table.main(["--archive", str(archive), "--collect-only", "--runs-dir", str(runs), "--out", str(out)]) == 0
+
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["dataset"] == "CIFAR-10 (JPEG q75 mirror)"
+    rows = {r["id"]: r for r in data["rows"]}
+    assert list(rows) == table.ROW_IDS
+    assert rows["tl8"]["status"] == "done" and rows["tl8"]["top1"] == pytest.approx(55.0)
+    assert rows["tl8"]["run_dir"].endswith("cifar10_vit_tl")  # the exact-config run beats the newer epochs=1 run
+    assert (rows["tl8"]["wall_time_s"], rows["tl8"]["wall_time_source"]) == (1800.0, "launcher")
+    assert rows["no_tl"]["top1"] == pytest.approx(50.0) and rows["no_tl"]["run_dir"].endswith("cifar10_vit-2")
+    assert rows["no_tl"]["wall_time_source"] == "file times" and rows["no_tl"]["wall_time_s"] >= 590
+    for row_id in ("tl4", "depth8", "v11_tl8", "tl8_plus"):
+        assert rows[row_id]["status"] == "not run" and "top1" not in rows[row_id]
+        assert rows[row_id]["command"].startswith(f"accelerate launch tools/train.py --config configs/{row(row_id).config}")
+        assert f"data.archive={archive}" in rows[row_id]["command"]
+    assert rows["depth8"]["params"] == EXPECTED["depth8"][1]
+
+    md = out.with_suffix(".md").read_text()
+    lines = {line.split("|")[1].strip().split()[0]: line for line in md.splitlines() if line.startswith("| `")}
+    assert "| 56.55% | 55.00% | 0.0798 | 1.36 M | 30.0 min |" in lines["`tl8`"]
+    assert "| not run |" in lines["`tl4`"] and "configs/cifar10_vit_tl4.yaml" in lines["`tl4`"]
+    assert "not comparable with the Keras utility" in md and "CIFAR-10 (JPEG q75 mirror)" in md
+
+    # a run that differs from the row config is shown, with its differences
+    (runs / "cifar10_vit_tl").rename(runs / "moved")
+    table.main(["--archive", str(archive), "--collect-only", "--runs-dir", str(runs), "--out", str(out), "--rows", "tl8"])
+    tl8_row = json.loads(out.with_suffix(".json").read_text())["rows"][0]
+    assert tl8_row["top1"] == pytest.approx(20.0) and tl8_row["config_differences"] == ["optim.epochs=1 (row: 20)"]
+    assert "optim.epochs=1 (row: 20)" in out.with_suffix(".md").read_text()
+
+
+def test_dry_run_prints_commands_of_rows_without_results(tmp_path, archive, capsys):
+    runs = tmp_path / "runs"
+    fake_run(runs, "cifar10_vit_tl", table.expected_config(row("tl8"), table.row_overrides(str(archive), [], str(runs))),
+             0.5)
+    assert table.main(["--archive", str(archive), "--dry-run", "--runs-dir", str(runs), "--rows", "tl8", "tl4",
+                       "--set", "data.num_workers=0", "--launch-args", "--num_processes 1"]) == 0
+    out = capsys.readouterr().out
+    assert "[tl8] already done: 50.00%" in out
+    assert (f"accelerate launch --num_processes 1 tools/train.py --config configs/cifar10_vit_tl4.yaml "
+            f"data.kind=image_folder data.archive={archive} data.split_seed=0 run.output_dir={runs} "
+            "data.num_workers=0") in out
+    assert "cifar10_vit_tl.yaml" not in out
+
+
+def test_bad_arguments_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        table.main(["--archive", str(tmp_path / "missing.tar.gz"), "--dry-run"])
+    with pytest.raises(UserError, match="section.key=value"):
+        table.main(["--dry-run", "--set", "epochs=3"])
+    with pytest.raises(UserError, match="unknown config key 'optim.epoch'"):
+        table.main(["--dry-run", "--set", "optim.epoch=3"])
+
+
+def test_readme_section_holds_the_table_and_update_replaces_it(tmp_path):
+    text = (REPO / "README.md").read_text()
+    start, end = text.index("<!-- section:cifar10 -->"), text.index("<!-- /section:cifar10 -->")
+    assert end < text.index("<!-- section:benchmarks -->")
+    section = text[start:end]
+    assert table.TABLE_START in section and table.TABLE_END in section
+    for r in table.ROWS:
+        assert f"configs/{r.config}" in section
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{table.TABLE_START}\nold table\n{table.TABLE_END}\noutro\n")
+    table.update_readme(readme, "| new |\n")
+    assert readme.read_text() == f"intro\n{table.TABLE_START}\n| new |\n{table.TABLE_END}\noutro\n"
