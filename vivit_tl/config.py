@@ -89,7 +89,7 @@ class RunConfig:
     seed: int = 0
     mixed_precision: Optional[Literal["no", "fp16", "bf16"]] = None  # None: the launcher's setting
     compile: bool = False  # torch.compile the model (inductor)
-    cpu_threads: Optional[int] = None  # torch threads per process on the CPU; None: physical cores / local processes
+    cpu_threads: Optional[int] = None  # torch threads per process without accelerator; None: physical cores / local processes
     log_every_steps: int = 10
     eval_every_epochs: int = 1
     save_every_steps: int = 0  # extra mid-epoch checkpoints; a checkpoint is always saved per epoch

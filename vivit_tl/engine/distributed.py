@@ -42,11 +42,12 @@ def set_cpu_threads(requested: int | None, state: PartialState) -> int:
     ``accelerate launch`` without ``--cpu`` starts every process with ``OMP_NUM_THREADS=1``, even on
     a CPU-only machine (a CIFAR-10 ViT step on 2 cores: 1.18 s with 1 thread, 0.68 s with 2).
     ``requested=None`` uses this machine's physical cores (those this process may run on) divided
-    by the processes on it, as ``accelerate launch --cpu`` does. With an accelerator, torch's setting is left alone.
+    by the processes on it, as ``accelerate launch --cpu`` does. On a machine with an accelerator
+    torch's setting is left alone (and ``requested`` ignored).
     """
     if requested is not None and requested < 1:
         raise UserError(f"run.cpu_threads must be >= 1 or null (automatic), got {requested}")
-    if requested is None and not no_accelerator():
+    if not no_accelerator():
         return torch.get_num_threads()
     if requested is None:
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
