@@ -35,23 +35,19 @@ import functools
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, RandomSampler
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import av  # noqa: E402
-from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
-
-from vivit_tl.data import DataConfig, build_dataset  # noqa: E402
-from vivit_tl.data.sampling import train_clip_indices  # noqa: E402
-from vivit_tl.data.transforms import as_video, to_model_input, train_transform  # noqa: E402
-from vivit_tl.errors import run_cli  # noqa: E402
+from vivit_tl.data import DataConfig, build_dataset
+from vivit_tl.data.sampling import train_clip_indices
+from vivit_tl.data.transforms import as_video, to_model_input, train_transform
+from vivit_tl.errors import run_cli
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 DEFAULT_VIDEOS = ["kinetics_arm_wrestling.mp4", "h264_340x256_300f.mp4"]

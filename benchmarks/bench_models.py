@@ -73,12 +73,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import flop_counter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from vivit_tl.errors import run_cli  # noqa: E402
-from vivit_tl.models import ModelConfig, build_model, model_config  # noqa: E402
+from vivit_tl.errors import run_cli
+from vivit_tl.models import ModelConfig, build_model, model_config
 
 IMPLS = ("vivit-tl", "transformers", "timm")
 MEASURES = ("infer", "train", "infer_cpu", "train_cpu")  # wall-clock and process CPU seconds per call

@@ -61,9 +61,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from vivit_tl.errors import UserError, run_cli  # noqa: E402
+from vivit_tl.errors import UserError, run_cli
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "cifar10_table"
 README = REPO / "README.md"

@@ -14,13 +14,10 @@ file), and prints a summary. Exit status 1 when some files are unreadable.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vivit_tl.data.check import check_dataset, summary, write_report  # noqa: E402
-from vivit_tl.errors import run_cli  # noqa: E402
+from vivit_tl.data.check import check_dataset, summary, write_report
+from vivit_tl.errors import run_cli
 
 
 def main() -> int:

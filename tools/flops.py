@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from vivit_tl.errors import run_cli  # noqa: E402
-from vivit_tl.models import list_models  # noqa: E402
-from vivit_tl.models.flops import model_cost  # noqa: E402
+from vivit_tl.errors import run_cli
+from vivit_tl.models import list_models
+from vivit_tl.models.flops import model_cost
 
 
 def _override(text: str) -> tuple[str, object]:

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vivit_tl.data.synthetic import CLASSES, SyntheticSpec, generate  # noqa: E402
-from vivit_tl.errors import run_cli  # noqa: E402
+from vivit_tl.data.synthetic import CLASSES, SyntheticSpec, generate
+from vivit_tl.errors import run_cli
 
 
 def main() -> None:
