@@ -165,6 +165,21 @@ def test_two_processes_train_save_and_evaluate_like_one(tiny):
     assert all(line.endswith(",2") for line in p1[1:])  # each video: exactly its 2 views
 
 
+def test_bad_training_files_are_counted_over_all_processes(tiny, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(dataset_root(load_config(tiny).data), data)
+    bad = sorted((data / "train").glob("*/*.mp4"))[5]
+    bad.write_bytes(b"not a video" * 10)
+    two = run_tool("tools/train.py", "--config", str(tiny), "run.name=bad", f"run.output_dir={tmp_path}",
+                   "optim.epochs=2", "data.kind=video_folder", f"data.root={data}",
+                   launch=[*LAUNCH, "--multi_gpu", "--num_processes", "2"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    counts = [r["train/bad_file_substitutions"] for r in read_metrics(tmp_path / "bad" / "metrics.jsonl")
+              if "train/bad_file_substitutions" in r]
+    assert counts == [1, 2]  # the bad clip is drawn once per epoch, by one process or the other
+    assert "2 training clips replaced" in two.stdout and bad.name in two.stderr
+
+
 def test_missing_data_folder_is_one_line_error(tiny, tmp_path):
     result = run_tool("tools/train.py", "--config", str(tiny), "data.kind=video_folder",
                       f"data.root={tmp_path / 'no_such_folder'}", f"run.output_dir={tmp_path}")

@@ -334,11 +334,17 @@ class Trainer:
         result = self.run_eval(self.val_loader, self.val_set, f"val (epoch {self.epoch})")
         summary = result.summary()
         metrics = {f"val/{k}": summary[k] for k in ("loss", "top1", "top5") if summary[k] is not None}
-        self.accelerator.log({**metrics, "epoch": self.epoch}, step=self.global_step)
+        # Training clips served by a substitute because their file was bad, since the start of this
+        # process, summed over processes (each process counts its own DataLoader workers).
+        local = torch.tensor([self.train_set.num_skipped], device=self.accelerator.device)
+        substituted = int(self.accelerator.reduce(local, "sum").item())
+        self.accelerator.log({**metrics, "train/bad_file_substitutions": substituted, "epoch": self.epoch},
+                             step=self.global_step)
         top1 = metrics.get("val/top1")
         self.accelerator.print(
             f"epoch {self.epoch}: val top-1 {pct(top1)}, top-5 {pct(metrics.get('val/top5'))} "
             f"({summary['num_evaluated']} videos, {summary['num_unreadable']} unreadable)"
+            + (f"; {substituted} training clips replaced (bad files, see the warnings)" if substituted else "")
         )
         best = self.best.get("val/top1")
         if top1 is not None and (best is None or top1 > best):
