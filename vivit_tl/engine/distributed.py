@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import psutil
-
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import is_mlu_available, is_npu_available, is_xpu_available
