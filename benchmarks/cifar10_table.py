@@ -423,9 +423,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         archive = Path(args.archive).expanduser().resolve()
         if not archive.is_file():
             raise UserError(f"--archive: no such file: {args.archive}")
-        # shown and passed relative to the repository root (the commands run there) when it is nearby
+        # shown and passed relative to the repository root (the commands run there) when it is inside
+        # the repository or the ../shared folder beside it; otherwise absolute
         relative = os.path.relpath(archive, REPO)
-        args.archive_display = relative if not relative.startswith("../../") else str(archive)
+        nearby = not relative.startswith("..") or relative.startswith(f"..{os.sep}shared{os.sep}")
+        args.archive_display = relative if nearby else str(archive)
     for item in args.set:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise UserError(f"--set {item!r} must look like section.key=value (e.g. data.num_workers=0)")
