@@ -179,6 +179,14 @@ def candidate_runs(runs_dir: Path, run_name: str) -> list[Path]:
     return sorted(p for p in runs_dir.iterdir() if p.is_dir() and pattern.fullmatch(p.name))
 
 
+def trainer_clock(metrics_path: Path) -> float | None:
+    """The run's last ``time/elapsed_s`` (the trainer's wall clock, summed over resumed segments), if logged."""
+    from vivit_tl.engine.metrics_log import read_metrics
+
+    clocks = [r["time/elapsed_s"] for r in read_metrics(metrics_path) if "time/elapsed_s" in r]
+    return clocks[-1] if clocks else None
+
+
 def read_run(run_dir: Path, expected) -> dict[str, Any] | None:
     """The result of a finished run of the same model and dataset as ``expected``, else None."""
     from vivit_tl.config import load_config
@@ -199,8 +207,11 @@ def read_run(run_dir: Path, expected) -> dict[str, Any] | None:
         return None
     timing_path = run_dir / TIMING_NAME
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    if timing.get("wall_time_s") is not None:
-        wall, source = timing["wall_time_s"], "launcher"
+    clock = trainer_clock(run_dir / "metrics.jsonl")
+    if clock is not None:
+        wall, source = clock, "trainer"
+    elif timing.get("wall_time_s") is not None:
+        wall, source = timing["wall_time_s"], timing.get("source", "launcher")
     else:
         wall, source = report_path.stat().st_mtime - config_path.stat().st_mtime, "file times"
     best_val = None
@@ -332,8 +343,10 @@ def markdown_table(records: list[dict[str, Any]], dataset: str) -> str:
             marks.append(str(len(notes)))
         if r["status"] == "done":
             ours = f"{r['top1']:.2f}%"
-            if r.get("wall_time_source") == "file times":
-                notes.append(f"`{r['id']}`: wall time from file times (run launched by hand).")
+            source = r.get("wall_time_source")
+            if source not in ("trainer", "launcher"):
+                what = "file times (run launched by hand)" if source == "file times" else source
+                notes.append(f"`{r['id']}`: wall time from {what}.")
                 marks.append(str(len(notes)))
             if r.get("config_differences"):
                 notes.append(f"`{r['id']}`: run {r['run_dir']} differs from the row config: "
@@ -351,7 +364,7 @@ def markdown_table(records: list[dict[str, Any]], dataset: str) -> str:
         lines += ["", *[f"{i}. {note}" for i, note in enumerate(notes, 1)]]
     machines = sorted({r["machine"] for r in records if r.get("machine")})
     if machines:
-        lines += ["", "Wall time: launch to test report, measured on " + "; ".join(machines) + "."]
+        lines += ["", "Wall time: start to test report by the trainer's clock (the segments of a resumed run summed), on " + "; ".join(machines) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -75,7 +75,8 @@ def test_plus_recipe_keeps_model_epochs_and_split():
     assert plus.data.eval_resize == "full" and plus.data.short_side * plus.data.scale_jitter[0] == 48
 
 
-def fake_run(runs_dir: Path, name: str, cfg, top1: float, timing: float | None = None) -> Path:
+def fake_run(runs_dir: Path, name: str, cfg, top1: float, timing: float | dict | None = None,
+             clock: list[float] | None = None) -> Path:
     """A finished run directory as the trainer leaves it: config.yaml and eval_test/report.json."""
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
@@ -86,7 +87,11 @@ def fake_run(runs_dir: Path, name: str, cfg, top1: float, timing: float | None =
     result = EvalResult(logits, labels, torch.ones(n, dtype=torch.long), n, [f"c{i}" for i in range(10)])
     write_report(result, run_dir / "eval_test", {"model": str(run_dir / "best"), "split": "test", "views_per_video": 1})
     if timing is not None:
-        (run_dir / table.TIMING_NAME).write_text(json.dumps({"wall_time_s": timing, "machine": "test box"}))
+        fields = timing if isinstance(timing, dict) else {"wall_time_s": timing}
+        (run_dir / table.TIMING_NAME).write_text(json.dumps({**fields, "machine": "test box"}))
+    if clock is not None:  # the trainer's time/elapsed_s records
+        lines = [json.dumps({"step": i, "time/elapsed_s": t}) for i, t in enumerate(clock)]
+        (run_dir / "metrics.jsonl").write_text("\n".join(lines + ['{"step": 9, "trunc']))  # a line cut by a kill
     return run_dir
 
 
@@ -174,3 +179,19 @@ def test_readme_section_holds_the_table_and_update_replaces_it(tmp_path):
     readme.write_text(f"intro\n{table.TABLE_START}\nold table\n{table.TABLE_END}\noutro\n")
     table.update_readme(readme, "| new |\n")
     assert readme.read_text() == f"intro\n{table.TABLE_START}\n| new |\n{table.TABLE_END}\noutro\n"
+
+
+def test_wall_time_prefers_the_trainer_clock(tmp_path, archive):
+    """The trainer's clock (summed over resumed segments) beats the launcher's; a timing file may name its source."""
+    runs = tmp_path / "runs"
+    jpeg = table.row_overrides(str(archive), [], str(runs))
+    fake_run(runs, "cifar10_vit_tl", table.expected_config(row("tl8"), jpeg), 0.55, timing=1800.0, clock=[5.0, 4000.0])
+    fake_run(runs, "cifar10_vit", table.expected_config(row("no_tl"), jpeg), 0.5,
+             timing={"wall_time_s": 7200.0, "source": "the two segments' checkpoint times"})
+    out = tmp_path / "table"
+    assert table.main(["--archive", str(archive), "--collect-only", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    rows = {r["id"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert (rows["tl8"]["wall_time_s"], rows["tl8"]["wall_time_source"]) == (4000.0, "trainer")
+    assert (rows["no_tl"]["wall_time_s"], rows["no_tl"]["wall_time_source"]) == (7200.0, "the two segments' checkpoint times")
+    md = out.with_suffix(".md").read_text()
+    assert "`no_tl`: wall time from the two segments' checkpoint times." in md and "`tl8`: wall time" not in md

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,14 +117,23 @@ def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(tiny):
     assert (state["epoch"], state["batch_in_epoch"]) == (1, 1)
     assert not (killed_dir / "eval_val").exists()
 
+    # the run's clock goes on from the checkpoint's (made large here to tell the segments apart)
+    state["elapsed_s"] = 1e6
+    (killed_dir / "checkpoints" / latest / "train_state.json").write_text(json.dumps(state))
+    started = time.monotonic()
     resumed = run_tool("tools/train.py", "--config", str(tiny), "run.name=killed", "--resume")
+    resume_wall = time.monotonic() - started
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
     a, b = weights(full_dir), weights(killed_dir)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run ended with other weights"
-    # the metrics log of the resumed run is that of the uninterrupted one (lines after step 9 replaced)
-    assert read_metrics(killed_dir / "metrics.jsonl") == records
+    # the metrics log of the resumed run is that of the uninterrupted one (lines after step 9 replaced),
+    # but for the clock
+    resumed_records = read_metrics(killed_dir / "metrics.jsonl")
+    clocks = [r.pop("time/elapsed_s") for r in resumed_records if "time/elapsed_s" in r]
+    assert resumed_records == [{k: v for k, v in r.items() if k != "time/elapsed_s"} for r in records]
+    assert 1e6 < clocks[-1] < 1e6 + resume_wall and clocks == sorted(clocks)
     assert json.loads((killed_dir / "eval_val" / "report.json").read_text())["top1"] == \
         json.loads((full_dir / "eval_val" / "report.json").read_text())["top1"]
 

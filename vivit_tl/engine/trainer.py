@@ -128,6 +128,7 @@ class Trainer:
         self.run_dir = run_dir
         self.resume_from = checkpoint
         self.kill_after_steps = kill_after_steps
+        self.clock_start, self.elapsed_before = time.monotonic(), 0.0  # training wall time, across resumes
         trackers: list[Any] = [JsonlTracker(run_dir / METRICS_NAME)]
         if is_tensorboard_available():
             trackers.append("tensorboard")
@@ -193,6 +194,10 @@ class Trainer:
     def unwrapped(self) -> VideoTransformer:
         return self.accelerator.unwrap_model(self.model)
 
+    def elapsed_s(self) -> float:
+        """Wall time of this run so far: this process's, plus that of the segments before a resume."""
+        return self.elapsed_before + time.monotonic() - self.clock_start
+
     # ----------------------------------------------------------------- checkpoints
     def train_state(self, log_window: list[float]) -> dict[str, Any]:
         """What ``train_state.json`` records besides accelerate's files."""
@@ -209,6 +214,7 @@ class Trainer:
             "batch_size": self.cfg.optim.batch_size,
             "grad_accum_steps": self.cfg.optim.grad_accum_steps,
             "time": time.time(),
+            "elapsed_s": self.elapsed_s(),
         }
 
     def save_checkpoint(self, metrics: dict[str, float] | None = None) -> None:
@@ -258,6 +264,7 @@ class Trainer:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.best = state.get("best", self.best)
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))  # work lost after the checkpoint is not counted
         if acc.is_main_process:  # the other processes restart their sums from zero
             self.window = torch.tensor(state.get("log_window", [0.0, 0.0, 0.0]), device=acc.device)
         saved_procs, saved_batch = int(state.get("num_processes", 1)), int(state.get("batch_size", 0))
@@ -338,8 +345,8 @@ class Trainer:
         # process, summed over processes (each process counts its own DataLoader workers).
         local = torch.tensor([self.train_set.num_skipped], device=self.accelerator.device)
         substituted = int(self.accelerator.reduce(local, "sum").item())
-        self.accelerator.log({**metrics, "train/bad_file_substitutions": substituted, "epoch": self.epoch},
-                             step=self.global_step)
+        self.accelerator.log({**metrics, "train/bad_file_substitutions": substituted,
+                              "time/elapsed_s": self.elapsed_s(), "epoch": self.epoch}, step=self.global_step)
         top1 = metrics.get("val/top1")
         self.accelerator.print(
             f"epoch {self.epoch}: val top-1 {pct(top1)}, top-5 {pct(metrics.get('val/top5'))} "
@@ -379,8 +386,8 @@ class Trainer:
         if acc.is_main_process:
             report = write_report(result, report_dir, {"model": str(model_dir), "split": split,
                                                         "views_per_video": dataset.num_views})
-            acc.log({f"{split}/top1": report["top1"], f"{split}/top5": report["top5"], "epoch": self.epoch},
-                    step=self.global_step)
+            acc.log({f"{split}/top1": report["top1"], f"{split}/top5": report["top5"],
+                     "time/elapsed_s": self.elapsed_s(), "epoch": self.epoch}, step=self.global_step)
         acc.wait_for_everyone()
         root = dataset_root(cfg.data)
         example = root / dataset.video_names[0] if dataset.video_names and cfg.data.kind != "cifar10" else None
