@@ -10,7 +10,8 @@ folders). Both contenders get the same files, the same torchvision v2 transforms
 0.9-1.33 of short side 256, random crop 224, flip, normalisation) and DataLoaders with the same
 batch size and 0, 1 and 2 workers:
 
-- vivit_tl: ``build_dataset(kind='video_folder')`` with ``--threads`` decoder threads (default 1), in two settings:
+- vivit_tl: ``build_dataset(kind='video_folder')`` with its default decoder threads (the usable CPUs divided
+  among the workers; ``--threads`` to fix them), in two settings:
   ``decoder='auto'`` (the default: decord, which seeks to the preceding keyframe, decodes from
   there and converts only the clip's frames) and ``decoder='pyav'`` (PyAV, which in addition
   does not decode unneeded frames that no other frame references);
@@ -54,7 +55,7 @@ DEFAULT_VIDEOS = ["kinetics_arm_wrestling.mp4", "h264_340x256_300f.mp4"]
 NUM_FRAMES, STRIDE = 16, 4
 
 
-def config(root: Path, threads: int) -> DataConfig:
+def config(root: Path, threads: int | None) -> DataConfig:
     return DataConfig.from_preset("kinetics", kind="video_folder", root=str(root), num_frames=NUM_FRAMES,
                                   frame_stride=STRIDE, num_workers=0, num_threads=threads)
 
@@ -162,8 +163,9 @@ def main() -> int:
     parser.add_argument("--videos", type=Path, nargs="+", default=None,
                         help=f"340x256 H.264 source videos (default: {', '.join(DEFAULT_VIDEOS)} from {SHARED_VIDEOS})")
     parser.add_argument("--copies", type=int, default=4, help="copies of each video in the dataset folder")
-    parser.add_argument("--threads", type=int, default=DataConfig.num_threads,
-                        help=f"decoder threads of this project's loader (default {DataConfig.num_threads}, its default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="decoder threads of this project's loader (default: its automatic choice, the usable "
+                             "CPUs divided among the workers)")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
     videos = args.videos or [SHARED_VIDEOS / name for name in DEFAULT_VIDEOS]
@@ -190,7 +192,7 @@ def main() -> int:
     limit = statistics.median(limits)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"\n16x4-frame 224^2 training clips from 340x256 H.264, {len(files)} videos, {args.clips} clips x "
-          f"{args.rounds} rounds, batch {args.batch_size}, vivit_tl decoder threads {args.threads}; median clips/s")
+          f"{args.rounds} rounds, batch {args.batch_size}, vivit_tl decoder threads {args.threads or 'auto'}; median clips/s")
     print("| workers | vivit_tl (decord) | vivit_tl (pyav) | pytorchvideo | decord / ptv | pyav / ptv "
           "| decord / limit | pyav / limit |")
     print("|---|---|---|---|---|---|---|---|")

@@ -1,11 +1,15 @@
 """Decoding: exact frames at sampled indices, fallbacks, bad files, real clips."""
 
+import os
+
 import av
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from vivit_tl.data import DataConfig, read_video_views
-from vivit_tl.data.decoding import ReadError, read_frames
+from vivit_tl.data.decoding import ReadError, decoder_threads, read_frames
 from vivit_tl.data.sampling import eval_clip_indices, train_clip_indices
 from vivit_tl.data.writer import write_video
 
@@ -105,6 +109,27 @@ def test_decoding_downscales_large_videos(tmp_path):
         assert np.abs(got.astype(int) - frames[:, ::2, ::2]).mean() < 40  # the same picture, smaller
         got, _ = read_frames(portrait, np.arange, decoder=decoder, max_short_side=48)
         assert got.shape == (4, 128, 96, 3), decoder  # decord cannot resize to portrait: done later
+
+
+class _ThreadsSeen(Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        return decoder_threads(None)
+
+
+def test_decoder_threads_share_the_cpus_among_the_readers(monkeypatch):
+    usable = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert decoder_threads(3) == 3 and decoder_threads(None) == usable  # one reader: the main process
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two training processes on this machine
+    assert decoder_threads(None) == max(1, usable // 2)
+    seen = torch.cat(list(DataLoader(_ThreadsSeen(), num_workers=2, batch_size=1)))  # each of 2 processes x 2 workers
+    assert seen.tolist() == [max(1, usable // 4)] * 2
+    with pytest.raises(ValueError, match="num_threads"):
+        DataConfig(num_threads=0).validate()
+
 
 
 REAL_CLIPS = {  # file: (frames, height, width)

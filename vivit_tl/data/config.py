@@ -78,7 +78,8 @@ class DataConfig:
             shorter than a clip.
         decoder: 'auto' (decord, PyAV fallback) | 'decord' | 'pyav' (the PyAV reader: seeks to the
             keyframe and skips unneeded non-reference frames; the fastest on CPU in
-            benchmarks/bench_loader.py); num_threads: decoder threads per worker.
+            benchmarks/bench_loader.py); num_threads: decoder threads per worker (null: the usable CPUs
+            divided among the workers of all local processes, at least 1).
         max_tries: how many substitute samples a training item tries after a bad file.
     Transforms:
         image_size: output crop side. short_side: evaluation short-side size (train base size).
@@ -117,7 +118,7 @@ class DataConfig:
     frame_stride: int = 2
     short_video: str = "loop"
     decoder: str = "auto"
-    num_threads: int = 1
+    num_threads: int | None = None
     max_tries: int = 10
     image_size: int = 96
     short_side: int = 96
@@ -192,10 +193,13 @@ class DataConfig:
             if getattr(self, name) not in valid:
                 raise ValueError(f"data config {name}={getattr(self, name)!r} is not one of {list(valid)}")
         for name in ("num_frames", "frame_stride", "image_size", "short_side", "eval_clips",
-                     "num_threads", "max_tries"):
+                     "max_tries"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"data config {name}={value!r} must be a positive integer")
+        if self.num_threads is not None and (not isinstance(self.num_threads, int) or isinstance(self.num_threads, bool)
+                                             or self.num_threads < 1):
+            raise ValueError(f"data config num_threads={self.num_threads!r} must be a positive integer or null (automatic)")
         if self.eval_crops not in (1, 3):
             raise ValueError(f"data config eval_crops={self.eval_crops!r} must be 1 or 3")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:

@@ -11,7 +11,7 @@ import os
 from typing import Callable
 
 import numpy as np
-import torch  # noqa: F401  (torch must be imported before decord)
+import torch  # (torch must be imported before decord)
 import decord  # noqa: E402
 from decord._ffi.base import DECORDError  # noqa: E402
 
@@ -221,6 +221,21 @@ def _read_pyav(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, 
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise ReadError(path, UNREADABLE, str(exc)) from None
     raise ReadError(path, DECODE_ERROR, "frame count changed between passes")
+
+
+def decoder_threads(requested: int | None) -> int:
+    """Decoder threads for one reader: ``requested``, or with None this machine's usable CPUs shared by
+    the readers that run at once (the DataLoader workers of every local training process).
+
+    pytorchvideo's decord reader (and decord's own default) use every core in every reader, which
+    oversubscribes the CPU as soon as there are several workers.
+    """
+    if requested is not None:
+        return requested
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    worker = torch.utils.data.get_worker_info()
+    readers = (worker.num_workers if worker is not None else 1) * int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, usable // readers)
 
 
 def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "auto", num_threads: int = 1,
