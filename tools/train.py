@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{outcome.report_dir}")
     print("next:")
     print(f"  python tools/eval.py {model} {shlex.quote(str(outcome.data_root))} --split {outcome.final_split}")
-    print(f"  python tools/eval.py {model} {shlex.quote(str(outcome.data_root))} --split {outcome.final_split} "
-          "--shuffle-frames   # control: frame order destroyed")
+    if cfg.data.num_frames > 1:  # the temporal control means nothing for one-frame clips (images)
+        print(f"  python tools/eval.py {model} {shlex.quote(str(outcome.data_root))} --split {outcome.final_split} "
+              "--shuffle-frames   # control: frame order destroyed")
     if outcome.example_file:
         print(f"  python tools/visualize.py {model} {shlex.quote(str(outcome.example_file))} --out "
               f"{shlex.quote(str(outcome.run_dir / 'maps'))}")
