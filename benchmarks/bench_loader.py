@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/bench_loader.py [--clips 48] [--rounds 3] [--workers 0 1 2] [--batch-size 8]
-                                      [--videos PATH ...] [--copies 4] [--out results.json]
+                                      [--videos PATH ...] [--copies 4] [--threads N] [--out results.json]
 
 Task: random 16x4-frame training clips (16 frames, stride 4), 224x224, from 340x256 H.264 videos
 (by default 4 copies each of the two long 340x256 clips in ../shared/data/videos, in two class

@@ -32,10 +32,11 @@ with the overrides ``data.kind=image_folder data.archive=PATH data.split_seed=0`
 without it, on CIFAR-10 through torchvision (``download: true``, Keras' exact split).
 
 GFLOPs are multiply-adds per image counted by our counter (vivit_tl.models.flops, meta device), not
-comparable with the Keras utility's numbers (0.0184 for the plain model). Wall time: from launch to the
-test report, as measured by this script (written to ``<run dir>/cifar10_table_timing.json``); for runs
-launched by hand, from the file times of config.yaml (written at start) to the test report (a resumed run
-counts only its last part). The seed's top-1 is a mean over 5 runs; ours is one run (``run.seed: 0``).
+comparable with the Keras utility's numbers (0.0184 for the plain model). Wall time: the trainer's clock
+(the last ``time/elapsed_s`` in metrics.jsonl: start to test report, the segments of a resumed run summed);
+for runs without it, the launch-to-report time this script measured (``<run dir>/cifar10_table_timing.json``,
+whose optional ``source`` field names another origin), else the file times of config.yaml (rewritten when
+a run resumes) to the test report; the table notes every row whose time does not come from the trainer. The seed's top-1 is a mean over 5 runs; ours is one run (``run.seed: 0``).
 
 Writes ``--out``.json (every field of every row) and ``--out``.md (default
 ``benchmarks/results/cifar10_table``); ``--update-readme`` also replaces the table in README.md's
@@ -73,8 +74,10 @@ DATASETS = {"jpeg": "CIFAR-10 (JPEG q75 mirror)", "torchvision": "CIFAR-10 (torc
 FLOPS_NOTE = ("GFLOPs: multiply-adds per 48×48 image from our counter (`vivit_tl.models.flops`), not comparable "
               "with the Keras utility's numbers (0.0184 for the plain model, 0.0153 with 8 tokens)")
 # Config keys that do not change what a run measures (paths, logging, workers, the run's name).
-IGNORED_KEYS = {"data.num_workers", "data.cache_dir", "data.download", "data.archive", "data.root",
-                "run.name", "run.output_dir", "run.log_every_steps", "run.save_every_steps", "run.keep_last"}
+# settings that cannot change a row's result (where files live, logging, threads, decoder threads)
+IGNORED_KEYS = {"data.num_workers", "data.num_threads", "data.cache_dir", "data.download", "data.archive", "data.root",
+                "run.name", "run.output_dir", "run.log_every_steps", "run.save_every_steps", "run.keep_last",
+                "run.cpu_threads"}
 
 
 @dataclass(frozen=True)
@@ -180,11 +183,11 @@ def candidate_runs(runs_dir: Path, run_name: str) -> list[Path]:
 
 
 def trainer_clock(metrics_path: Path) -> float | None:
-    """The run's last ``time/elapsed_s`` (the trainer's wall clock, summed over resumed segments), if logged."""
+    """The trainer's clock on the test-report line (start to report, resumed segments summed), if it logged one."""
     from vivit_tl.engine.metrics_log import read_metrics
 
-    clocks = [r["time/elapsed_s"] for r in read_metrics(metrics_path) if "time/elapsed_s" in r]
-    return clocks[-1] if clocks else None
+    reports = [r for r in read_metrics(metrics_path) if f"{TEST_SPLIT}/top1" in r]
+    return reports[-1].get("time/elapsed_s") if reports else None
 
 
 def read_run(run_dir: Path, expected) -> dict[str, Any] | None:
@@ -344,12 +347,15 @@ def markdown_table(records: list[dict[str, Any]], dataset: str) -> str:
         if r["status"] == "done":
             ours = f"{r['top1']:.2f}%"
             source = r.get("wall_time_source")
-            if source not in ("trainer", "launcher"):
-                what = "file times (run launched by hand)" if source == "file times" else source
+            if source != "trainer":
+                what = {"launcher": "launch to test report, measured by this script",
+                        "file times": "file times (run launched by hand)"}.get(source, source)
                 notes.append(f"`{r['id']}`: wall time from {what}.")
                 marks.append(str(len(notes)))
             if r.get("config_differences"):
-                notes.append(f"`{r['id']}`: run {r['run_dir']} differs from the row config: "
+                run_dir = Path(r["run_dir"]).resolve()
+                shown = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
+                notes.append(f"`{r['id']}`: run {shown} differs from the row config: "
                              + "; ".join(r["config_differences"]) + ".")
                 marks.append(str(len(notes)))
         else:
@@ -364,7 +370,8 @@ def markdown_table(records: list[dict[str, Any]], dataset: str) -> str:
         lines += ["", *[f"{i}. {note}" for i, note in enumerate(notes, 1)]]
     machines = sorted({r["machine"] for r in records if r.get("machine")})
     if machines:
-        lines += ["", "Wall time: start to test report by the trainer's clock (the segments of a resumed run summed), on " + "; ".join(machines) + "."]
+        lines += ["", "Wall time: start to test report by the trainer's clock (the segments of a resumed run summed) "
+                  "unless noted, on " + "; ".join(machines) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -90,7 +90,8 @@ def fake_run(runs_dir: Path, name: str, cfg, top1: float, timing: float | dict |
         fields = timing if isinstance(timing, dict) else {"wall_time_s": timing}
         (run_dir / table.TIMING_NAME).write_text(json.dumps({**fields, "machine": "test box"}))
     if clock is not None:  # the trainer's time/elapsed_s records
-        lines = [json.dumps({"step": i, "time/elapsed_s": t}) for i, t in enumerate(clock)]
+        lines = [json.dumps({"step": i, "time/elapsed_s": t} | ({"test/top1": top1} if i == len(clock) - 1 else {}))
+                 for i, t in enumerate(clock)]
         (run_dir / "metrics.jsonl").write_text("\n".join(lines + ['{"step": 9, "trunc']))  # a line cut by a kill
     return run_dir
 
@@ -188,10 +189,15 @@ def test_wall_time_prefers_the_trainer_clock(tmp_path, archive):
     fake_run(runs, "cifar10_vit_tl", table.expected_config(row("tl8"), jpeg), 0.55, timing=1800.0, clock=[5.0, 4000.0])
     fake_run(runs, "cifar10_vit", table.expected_config(row("no_tl"), jpeg), 0.5,
              timing={"wall_time_s": 7200.0, "source": "the two segments' checkpoint times"})
+    # resumed from a checkpoint without the clock: the test line has none, so the launcher's time counts
+    tl4 = fake_run(runs, "cifar10_vit_tl4", table.expected_config(row("tl4"), jpeg), 0.5, timing=3000.0)
+    (tl4 / "metrics.jsonl").write_text('{"step": 1, "time/elapsed_s": 60.0}\n{"step": 2, "test/top1": 0.5}\n')
     out = tmp_path / "table"
     assert table.main(["--archive", str(archive), "--collect-only", "--runs-dir", str(runs), "--out", str(out)]) == 0
     rows = {r["id"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
     assert (rows["tl8"]["wall_time_s"], rows["tl8"]["wall_time_source"]) == (4000.0, "trainer")
+    assert (rows["tl4"]["wall_time_s"], rows["tl4"]["wall_time_source"]) == (3000.0, "launcher")
     assert (rows["no_tl"]["wall_time_s"], rows["no_tl"]["wall_time_source"]) == (7200.0, "the two segments' checkpoint times")
     md = out.with_suffix(".md").read_text()
     assert "`no_tl`: wall time from the two segments' checkpoint times." in md and "`tl8`: wall time" not in md
+    assert "`tl4`: wall time from launch to test report, measured by this script." in md

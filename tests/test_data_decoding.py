@@ -16,23 +16,25 @@ from vivit_tl.data.writer import write_video
 from video_utils import decode_in_order, make_bad_files, random_frames, write_faststart, write_lossless, write_mpeg4_avi
 
 
+@pytest.mark.parametrize("threads", [1, 4])
 @pytest.mark.parametrize("decoder", ["decord", "pyav", "auto"])
-def test_lossless_video_decodes_to_the_source_frames(tmp_path, decoder):
+def test_lossless_video_decodes_to_the_source_frames(tmp_path, decoder, threads):
     frames = random_frames(40)
     path = write_lossless(tmp_path / "lossless.mp4", frames)
     for u in (0.0, 0.37, 0.99):
-        got, idx = read_frames(path, lambda n: train_clip_indices(n, 8, 3, u), decoder=decoder)
+        got, idx = read_frames(path, lambda n: train_clip_indices(n, 8, 3, u), decoder=decoder, num_threads=threads)
         assert idx.shape == (8,) and idx.max() < 40
         np.testing.assert_array_equal(got, frames[idx])
-    got, idx = read_frames(path, lambda n: eval_clip_indices(n, 6, 4, num_clips=3), decoder=decoder)
+    got, idx = read_frames(path, lambda n: eval_clip_indices(n, 6, 4, num_clips=3), decoder=decoder, num_threads=threads)
     assert got.shape == (3, 6, 32, 32, 3)
     np.testing.assert_array_equal(got, frames[idx])
     # Unsorted and repeated indices come back in the order asked.
-    got, _ = read_frames(path, lambda n: np.array([30, 2, 2, 17, 39]), decoder=decoder)
+    got, _ = read_frames(path, lambda n: np.array([30, 2, 2, 17, 39]), decoder=decoder, num_threads=threads)
     np.testing.assert_array_equal(got, frames[[30, 2, 2, 17, 39]])
 
 
-def test_pyav_reader_seeks_and_skips_unneeded_frames_exactly(tmp_path):
+@pytest.mark.parametrize("threads", [1, 4])
+def test_pyav_reader_seeks_and_skips_unneeded_frames_exactly(tmp_path, threads):
     """Keyframes every 10 frames and B-frames: the seeking reader (which does not decode unneeded
     non-reference frames) returns exactly what a plain decode of every frame returns."""
     path = tmp_path / "bframes.mp4"
@@ -43,9 +45,9 @@ def test_pyav_reader_seeks_and_skips_unneeded_frames_exactly(tmp_path):
         reference = np.stack([f.to_ndarray(format="rgb24") for f in decoded])
         assert {int(f.pict_type) for f in decoded} == {1, 2, 3}  # I, P and B frames
     for u in np.linspace(0, 0.99, 7):
-        got, idx = read_frames(path, lambda n: train_clip_indices(n, 6, 3, u), decoder="pyav")
+        got, idx = read_frames(path, lambda n: train_clip_indices(n, 6, 3, u), decoder="pyav", num_threads=threads)
         np.testing.assert_array_equal(got, reference[idx])
-    got, idx = read_frames(path, lambda n: eval_clip_indices(n, 4, 5, num_clips=3), decoder="pyav")
+    got, idx = read_frames(path, lambda n: eval_clip_indices(n, 4, 5, num_clips=3), decoder="pyav", num_threads=threads)
     np.testing.assert_array_equal(got, reference[idx])
 
 
@@ -120,16 +122,21 @@ class _ThreadsSeen(Dataset):
 
 
 def test_decoder_threads_share_the_cpus_among_the_readers(monkeypatch):
-    usable = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))  # an 8-CPU machine (workers fork)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert decoder_threads(3) == 3 and decoder_threads(None) == usable  # one reader: the main process
+    assert decoder_threads(3) == 3 and decoder_threads(None) == 8  # one reader: the main process
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two training processes on this machine
-    assert decoder_threads(None) == max(1, usable // 2)
+    assert decoder_threads(None) == 4
     seen = torch.cat(list(DataLoader(_ThreadsSeen(), num_workers=2, batch_size=1)))  # each of 2 processes x 2 workers
-    assert seen.tolist() == [max(1, usable // 4)] * 2
-    with pytest.raises(ValueError, match="num_threads"):
-        DataConfig(num_threads=0).validate()
-
+    assert seen.tolist() == [2, 2]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert decoder_threads(None) == 16  # FFmpeg's cap
+    for bad in (0, True, "4"):
+        with pytest.raises(ValueError, match="num_threads"):
+            cfg = DataConfig()
+            cfg.num_threads = bad
+            cfg.validate()
 
 
 REAL_CLIPS = {  # file: (frames, height, width)

@@ -118,6 +118,7 @@ def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(tiny):
     assert not (killed_dir / "eval_val").exists()
 
     # the run's clock goes on from the checkpoint's (made large here to tell the segments apart)
+    assert state["elapsed_s"] > 0
     state["elapsed_s"] = 1e6
     (killed_dir / "checkpoints" / latest / "train_state.json").write_text(json.dumps(state))
     started = time.monotonic()

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{outcome.report_dir}")
     print("next:")
     print(f"  python tools/eval.py {model} {shlex.quote(str(outcome.data_root))} --split {outcome.final_split}")
-    if cfg.data.num_frames > 1:  # the temporal control means nothing for one-frame clips (images)
+    if outcome.num_frames > 1:  # the temporal control means nothing for one-frame clips (images)
         print(f"  python tools/eval.py {model} {shlex.quote(str(outcome.data_root))} --split {outcome.final_split} "
               "--shuffle-frames   # control: frame order destroyed")
     if outcome.example_file:

@@ -223,19 +223,24 @@ def _read_pyav(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, 
     raise ReadError(path, DECODE_ERROR, "frame count changed between passes")
 
 
+MAX_AUTO_THREADS = 16  # FFmpeg's own cap for automatic threads (more is "not recommended" for H.264)
+
+
 def decoder_threads(requested: int | None) -> int:
     """Decoder threads for one reader: ``requested``, or with None this machine's usable CPUs shared by
-    the readers that run at once (the DataLoader workers of every local training process).
+    the readers that run at once (the DataLoader workers of every local training process), 1 to 16.
 
-    pytorchvideo's decord reader (and decord's own default) use every core in every reader, which
-    oversubscribes the CPU as soon as there are several workers.
+    pytorchvideo's decord reader (and decord's own default) let FFmpeg choose, min(CPUs + 1, 16) in
+    every reader, which oversubscribes the CPU as soon as there are several workers. CPU quotas of
+    containers (cgroups) are not seen here: set ``num_threads`` there.
     """
     if requested is not None:
         return requested
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     worker = torch.utils.data.get_worker_info()
-    readers = (worker.num_workers if worker is not None else 1) * int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, usable // readers)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)  # set by accelerate launch / torchrun
+    readers = (worker.num_workers if worker is not None else 1) * max(1, local_processes)
+    return min(MAX_AUTO_THREADS, max(1, usable // readers))
 
 
 def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "auto", num_threads: int = 1,

@@ -58,6 +58,7 @@ class TrainOutcome:
     report_dir: Path
     data_root: Path  # the dataset folder (for tools/eval.py)
     example_file: Path | None  # one evaluation video/image (for tools/visualize.py)
+    num_frames: int  # frames per clip (1: images)
 
 
 # --------------------------------------------------------------------------- run directory
@@ -128,7 +129,8 @@ class Trainer:
         self.run_dir = run_dir
         self.resume_from = checkpoint
         self.kill_after_steps = kill_after_steps
-        self.clock_start, self.elapsed_before = time.monotonic(), 0.0  # training wall time, across resumes
+        # the run's wall time, across resumes (None: resumed from a checkpoint that did not record it)
+        self.clock_start, self.elapsed_before = time.monotonic(), 0.0
         trackers: list[Any] = [JsonlTracker(run_dir / METRICS_NAME)]
         if is_tensorboard_available():
             trackers.append("tensorboard")
@@ -194,9 +196,14 @@ class Trainer:
     def unwrapped(self) -> VideoTransformer:
         return self.accelerator.unwrap_model(self.model)
 
-    def elapsed_s(self) -> float:
+    def elapsed_s(self) -> float | None:
         """Wall time of this run so far: this process's, plus that of the segments before a resume."""
-        return self.elapsed_before + time.monotonic() - self.clock_start
+        return None if self.elapsed_before is None else self.elapsed_before + time.monotonic() - self.clock_start
+
+    def clock_record(self) -> dict[str, float]:
+        """``{"time/elapsed_s": ...}`` for a metrics line, empty when the run's total time is unknown."""
+        elapsed = self.elapsed_s()
+        return {} if elapsed is None else {"time/elapsed_s": elapsed}
 
     # ----------------------------------------------------------------- checkpoints
     def train_state(self, log_window: list[float]) -> dict[str, Any]:
@@ -264,7 +271,8 @@ class Trainer:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.best = state.get("best", self.best)
-        self.elapsed_before = float(state.get("elapsed_s", 0.0))  # work lost after the checkpoint is not counted
+        # work lost after the checkpoint is not counted; an older checkpoint without it leaves the total unknown
+        self.elapsed_before = state.get("elapsed_s")
         if acc.is_main_process:  # the other processes restart their sums from zero
             self.window = torch.tensor(state.get("log_window", [0.0, 0.0, 0.0]), device=acc.device)
         saved_procs, saved_batch = int(state.get("num_processes", 1)), int(state.get("batch_size", 0))
@@ -346,7 +354,7 @@ class Trainer:
         local = torch.tensor([self.train_set.num_skipped], device=self.accelerator.device)
         substituted = int(self.accelerator.reduce(local, "sum").item())
         self.accelerator.log({**metrics, "train/bad_file_substitutions": substituted,
-                              "time/elapsed_s": self.elapsed_s(), "epoch": self.epoch}, step=self.global_step)
+                              **self.clock_record(), "epoch": self.epoch}, step=self.global_step)
         top1 = metrics.get("val/top1")
         self.accelerator.print(
             f"epoch {self.epoch}: val top-1 {pct(top1)}, top-5 {pct(metrics.get('val/top5'))} "
@@ -387,11 +395,12 @@ class Trainer:
             report = write_report(result, report_dir, {"model": str(model_dir), "split": split,
                                                         "views_per_video": dataset.num_views})
             acc.log({f"{split}/top1": report["top1"], f"{split}/top5": report["top5"],
-                     "time/elapsed_s": self.elapsed_s(), "epoch": self.epoch}, step=self.global_step)
+                     **self.clock_record(), "epoch": self.epoch}, step=self.global_step)
         acc.wait_for_everyone()
         root = dataset_root(cfg.data)
         example = root / dataset.video_names[0] if dataset.video_names and cfg.data.kind != "cifar10" else None
-        return TrainOutcome(self.run_dir, model_dir, split, report, self.best.get("val/top1"), report_dir, root, example)
+        return TrainOutcome(self.run_dir, model_dir, split, report, self.best.get("val/top1"), report_dir, root, example,
+                            cfg.data.num_frames)
 
 
 def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: list[str] | None = None,
