@@ -36,7 +36,8 @@ comparable with the Keras utility's numbers (0.0184 for the plain model). Wall t
 (the last ``time/elapsed_s`` in metrics.jsonl: start to test report, the segments of a resumed run summed);
 for runs without it, the launch-to-report time this script measured (``<run dir>/cifar10_table_timing.json``,
 whose optional ``source`` field names another origin), else the file times of config.yaml (rewritten when
-a run resumes) to the test report; the table notes every row whose time does not come from the trainer. The seed's top-1 is a mean over 5 runs; ours is one run (``run.seed: 0``).
+a run resumes) to the test report; the table notes every row whose time does not come from the trainer.
+The seed's top-1 is a mean over 5 runs; ours is one run (``run.seed: 0``).
 
 Writes ``--out``.json (every field of every row) and ``--out``.md (default
 ``benchmarks/results/cifar10_table``); ``--update-readme`` also replaces the table in README.md's
@@ -73,8 +74,7 @@ TEST_SPLIT = "test"
 DATASETS = {"jpeg": "CIFAR-10 (JPEG q75 mirror)", "torchvision": "CIFAR-10 (torchvision)"}
 FLOPS_NOTE = ("GFLOPs: multiply-adds per 48×48 image from our counter (`vivit_tl.models.flops`), not comparable "
               "with the Keras utility's numbers (0.0184 for the plain model, 0.0153 with 8 tokens)")
-# Config keys that do not change what a run measures (paths, logging, workers, the run's name).
-# settings that cannot change a row's result (where files live, logging, threads, decoder threads)
+# Config keys that do not change what a run measures (paths, logging, workers, threads, the run's name).
 IGNORED_KEYS = {"data.num_workers", "data.num_threads", "data.cache_dir", "data.download", "data.archive", "data.root",
                 "run.name", "run.output_dir", "run.log_every_steps", "run.save_every_steps", "run.keep_last",
                 "run.cpu_threads"}

@@ -17,7 +17,7 @@ import torch
 from . import synthetic
 from .config import IMAGE_EXTENSIONS, DataConfig
 from .datasets import ClipDataset, eval_views
-from .decoding import decoder_threads, read_frames, read_image
+from .decoding import read_frames, read_image
 from .sampling import eval_clip_indices
 from .sources import SampleIndex, carve_split, video_index
 from .transforms import decode_short_side
@@ -177,7 +177,7 @@ def read_video_views(path: str | os.PathLike, cfg: DataConfig,
     else:
         frames, _ = read_frames(path, lambda n: eval_clip_indices(n, cfg.num_frames, cfg.frame_stride,
                                                                   cfg.eval_clips, cfg.short_video),
-                                decoder=cfg.decoder, num_threads=decoder_threads(cfg.num_threads),
+                                decoder=cfg.decoder, num_threads=cfg.num_threads,
                                 max_short_side=decode_short_side(cfg, train=False))  # [K, F, H, W, 3]
     views, raw = eval_views(frames, cfg)
     return (views, raw) if return_frames else views

@@ -193,13 +193,13 @@ class DataConfig:
             if getattr(self, name) not in valid:
                 raise ValueError(f"data config {name}={getattr(self, name)!r} is not one of {list(valid)}")
         for name in ("num_frames", "frame_stride", "image_size", "short_side", "eval_clips",
-                     "max_tries"):
+                     "num_threads", "max_tries"):
             value = getattr(self, name)
+            if name == "num_threads" and value is None:
+                continue  # automatic
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"data config {name}={value!r} must be a positive integer")
-        if self.num_threads is not None and (not isinstance(self.num_threads, int) or isinstance(self.num_threads, bool)
-                                             or self.num_threads < 1):
-            raise ValueError(f"data config num_threads={self.num_threads!r} must be a positive integer or null (automatic)")
+                raise ValueError(f"data config {name}={value!r} must be a positive integer"
+                                 + (" or null (automatic)" if name == "num_threads" else ""))
         if self.eval_crops not in (1, 3):
             raise ValueError(f"data config eval_crops={self.eval_crops!r} must be 1 or 3")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:

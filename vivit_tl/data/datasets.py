@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from .config import DataConfig
-from .decoding import REASONS, ReadError, decoder_threads, read_frames, read_image
+from .decoding import REASONS, ReadError, read_frames, read_image
 from .sampling import eval_clip_indices, train_clip_indices
 from .sources import SampleIndex
 from .transforms import as_video, decode_short_side, eval_crop, eval_resize, to_model_input, train_transform
@@ -107,7 +107,7 @@ class ClipDataset(Dataset):
         path = self.index.root / self.video_names[i]
         if not self.cfg.is_video:
             return read_image(path)[np.asarray(pick(1))]
-        frames, _ = read_frames(path, pick, decoder=self.cfg.decoder, num_threads=decoder_threads(self.cfg.num_threads),
+        frames, _ = read_frames(path, pick, decoder=self.cfg.decoder, num_threads=self.cfg.num_threads,
                                 max_short_side=self._max_short_side)
         return frames
 

@@ -243,7 +243,7 @@ def decoder_threads(requested: int | None) -> int:
     return min(MAX_AUTO_THREADS, max(1, usable // readers))
 
 
-def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "auto", num_threads: int = 1,
+def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "auto", num_threads: int | None = 1,
                 max_short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode the frames ``pick(num_frames)`` asks for, clamped to the frames that really decode.
 
@@ -253,7 +253,7 @@ def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "a
         decoder: 'decord', 'pyav' or 'auto' (decord, then PyAV for files decord cannot read).
             Files whose timestamps decord cannot order go to PyAV with either decord setting:
             decord would return wrong frames for them.
-        num_threads: decoder threads.
+        num_threads: decoder threads (None: :func:`decoder_threads`' automatic share of the CPUs).
         max_short_side: downscale at decode time to this short side when the video is larger.
 
     Returns:
@@ -264,6 +264,7 @@ def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "a
     """
     path = str(path)
     check_file(path)
+    num_threads = decoder_threads(num_threads)
     size = decode_size(path, max_short_side)
     if decoder == "pyav":
         return _read_pyav(path, pick, num_threads, size)
