@@ -28,32 +28,15 @@ def write_lossless(path: Path, frames: np.ndarray, fps: int = 16) -> Path:
     return path
 
 
-def _encode(container: av.container.OutputContainer, stream: av.video.stream.VideoStream, frames: np.ndarray) -> None:
-    """Encode uint8 RGB frames ``[F, H, W, 3]`` into ``stream`` and flush the encoder."""
-    for frame in frames:
-        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-
-
 def write_faststart(path: Path, frames: np.ndarray) -> Path:
-    """H.264 mp4 with the index (moov) before the data, so a truncated copy still opens."""
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264rgb", rate=16)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
-        stream.options = {"crf": "0", "threads": "1"}
-        _encode(container, stream, frames)
+    """Lossless H.264 mp4 with the index (moov) before the data, so a truncated copy still opens."""
+    write_video(path, frames, codec="libx264rgb", crf=0, container_options={"movflags": "faststart"})
     return path
 
 
 def write_mpeg4_avi(path: Path, frames: np.ndarray) -> Path:
     """MPEG-4 Part 2 in AVI with B-frames (lossy), the kind of file old datasets are full of."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"bf": "2", "g": "100", "threads": "1"}
-        _encode(container, stream, frames)
+    write_video(path, frames, fps=25, codec="mpeg4", options={"bf": "2", "g": "100"})
     return path
 
 
