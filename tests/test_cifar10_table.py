@@ -61,7 +61,9 @@ def test_keras_rows_share_the_keras_recipe():
     """Only the model section differs between the Keras rows (the table compares models, not recipes)."""
     reference = load_config(CONFIG_DIR / "cifar10_vit.yaml")
     assert (reference.optim.lr, reference.optim.min_lr, reference.optim.warmup_epochs) == (1e-3, 1e-3, 0)
-    assert (reference.optim.weight_decay, reference.optim.batch_size, reference.data.preset) == (1e-4, 256, "keras_cifar")
+    assert (reference.optim.batch_size, reference.data.preset) == (256, "keras_cifar")
+    # tfa.optimizers.AdamW(weight_decay=1e-4): see test_train.py::test_keras_cifar_configs_use_tf_addons_adamw_weight_decay
+    assert (reference.optim.weight_decay, reference.optim.decay_all_params, reference.optim.eps) == (0.1, True, 1e-7)
     for row_id in KERAS_RECIPE:
         cfg = load_config(CONFIG_DIR / row(row_id).config)
         assert (cfg.data, cfg.optim) == (reference.data, reference.optim), row_id

@@ -28,7 +28,7 @@ from vivit_tl.config import load_config
 from vivit_tl.data import build_dataset, dataset_root, prepare_dataset
 from vivit_tl.engine.loader import EpochSampler, SeededDataset
 from vivit_tl.engine.metrics_log import read_metrics
-from vivit_tl.engine.optim import lr_factor, param_groups
+from vivit_tl.engine.optim import build_optimizer, lr_factor, param_groups
 from vivit_tl.models import create_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,6 +233,45 @@ def test_weight_decay_groups_skip_norms_biases_and_positional_tables():
     assert model.no_weight_decay() <= skipped
     assert any("pos" in n for n in skipped) and "head.weight" in decayed
     assert len(decayed) + len(skipped) == len(list(model.parameters()))
+
+
+def tfa_adamw_steps(params: list[torch.Tensor], grads: list[list[torch.Tensor]], lr: float, weight_decay: float,
+                    eps: float = 1e-7, betas: tuple[float, float] = (0.9, 0.999)) -> list[torch.Tensor]:
+    """TF-Addons' AdamW (the Keras CIFAR-10 example's optimiser) written out: every variable first
+    loses ``weight_decay * var`` (not scaled by the learning rate), then takes Keras' Adam step."""
+    params = [p.detach().clone().double() for p in params]
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    for t, step_grads in enumerate(grads, start=1):
+        lr_t = lr * (1 - betas[1] ** t) ** 0.5 / (1 - betas[0] ** t)
+        for i, g in enumerate(step_grads):
+            g = g.double()
+            params[i] -= weight_decay * params[i]
+            m[i] = betas[0] * m[i] + (1 - betas[0]) * g
+            v[i] = betas[1] * v[i] + (1 - betas[1]) * g * g
+            params[i] -= lr_t * m[i] / (v[i].sqrt() + eps)
+    return params
+
+
+def test_keras_cifar_configs_use_tf_addons_adamw_weight_decay():
+    """SPEC §5's "AdamW lr 1e-3, weight decay 1e-4" is tfa.optimizers.AdamW: 1e-4 of every variable per
+    step. PyTorch's AdamW multiplies weight_decay by lr, so the Keras rows need 0.1 on all parameters."""
+    cfg = load_config(REPO / "configs" / "cifar10_vit_tl.yaml")
+    model = create_model("vit_cifar_tl8", num_classes=10)
+    params = list(model.parameters())
+    generator = torch.Generator().manual_seed(0)
+    # Gradients of magnitude 0.5-1.5: epsilon, which Keras applies outside the bias correction, stays negligible.
+    grads = [[(torch.rand(p.shape, generator=generator) + 0.5) * torch.randn(p.shape, generator=generator).sign()
+              for p in params] for _ in range(3)]
+    expected = tfa_adamw_steps(params, grads, lr=1e-3, weight_decay=1e-4)
+    optimizer = build_optimizer(model, cfg.optim)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g.clone()
+        optimizer.step()
+    # Weight decay scaled by lr (1e-7 instead of 1e-4 per step) would be off by up to ~1e-4 here.
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.detach().double(), e, rtol=0, atol=1e-6)
 
 
 def test_warmup_then_cosine_schedule():

@@ -66,8 +66,10 @@ class OptimConfig:
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
-    weight_decay: float = 0.05  # not applied to norms, biases, positional tables, CLS token
+    weight_decay: float = 0.05  # decoupled, times lr (PyTorch AdamW); see decay_all_params
+    decay_all_params: bool = False  # False: norms, biases, positional tables, CLS token are not decayed
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    eps: float = 1e-8  # AdamW (Keras' default is 1e-7)
     momentum: float = 0.9  # SGD
     nesterov: bool = False  # SGD
     epochs: int = 10

@@ -10,11 +10,12 @@ from torch import nn
 from vivit_tl.config import OptimConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
     """Two groups: decayed weights, and never-decayed parameters.
 
-    Never decayed: every parameter with ``ndim <= 1`` (norms, biases) and the names in
-    ``model.no_weight_decay()`` (positional tables, CLS token).
+    Never decayed (unless ``decay_all``, as TF-Addons' AdamW in the Keras CIFAR-10 example): every
+    parameter with ``ndim <= 1`` (norms, biases) and the names in ``model.no_weight_decay()``
+    (positional tables, CLS token).
     """
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
     named = dict(model.named_parameters())
@@ -25,7 +26,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for name, param in named.items():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+        (no_decay if not decay_all and (param.ndim <= 1 or name in skip) else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -34,9 +35,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """AdamW or SGD with momentum over :func:`param_groups`, at peak learning rate ``cfg.lr``."""
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_all_params)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
