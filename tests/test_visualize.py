@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from vivit_tl.viz.boxes import attention_in_box, box_masks, step_boxes
-from vivit_tl.viz.curves import plot_metrics, read_metrics
+from vivit_tl.engine.metrics_log import read_metrics
+from vivit_tl.viz.curves import plot_metrics
 from vivit_tl.viz.render import (
     LABEL_PX,
     MIN_PANEL_PX,
@@ -156,14 +157,16 @@ def test_training_curves_png(tmp_path):
 
 def test_metrics_log_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics log not found"):
-        read_metrics(tmp_path / "missing.jsonl")
+        read_metrics(tmp_path / "missing.jsonl", strict=True)
+    assert read_metrics(tmp_path / "missing.jsonl") == []  # lenient (resume, tables)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"step": 1, "epoch": 0}\n{"step": 2,\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
-        read_metrics(bad)
+        read_metrics(bad, strict=True)
+    assert read_metrics(bad) == [{"step": 1, "epoch": 0}]  # the line cut by a kill is skipped
     no_step = write_metrics(tmp_path / "nostep.jsonl", [{"epoch": 0, "lr": 1.0}])
     with pytest.raises(ValueError, match=r"nostep.jsonl:1: expected a JSON object with a numeric 'step'"):
-        read_metrics(no_step)
+        read_metrics(no_step, strict=True)
     nothing = write_metrics(tmp_path / "nothing.jsonl", [{"step": 1, "epoch": 0}])
     with pytest.raises(ValueError, match="none of the metrics"):
         plot_metrics(nothing, tmp_path / "x.png")

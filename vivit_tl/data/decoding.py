@@ -18,6 +18,8 @@ from decord._ffi.base import DECORDError  # noqa: E402
 import av  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
+from vivit_tl.system import usable_cpus  # noqa: E402
+
 MISSING = "missing file"
 ZERO_BYTE = "zero-byte file"
 UNREADABLE = "not a video or unreadable"
@@ -236,11 +238,10 @@ def decoder_threads(requested: int | None) -> int:
     """
     if requested is not None:
         return requested
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     worker = torch.utils.data.get_worker_info()
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)  # set by accelerate launch / torchrun
     readers = (worker.num_workers if worker is not None else 1) * max(1, local_processes)
-    return min(MAX_AUTO_THREADS, max(1, usable // readers))
+    return min(MAX_AUTO_THREADS, max(1, usable_cpus() // readers))
 
 
 def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "auto", num_threads: int | None = 1,

@@ -17,6 +17,7 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import is_mlu_available, is_npu_available, is_xpu_available
 
 from vivit_tl.errors import UserError
+from vivit_tl.system import usable_cpus
 
 
 def no_accelerator() -> bool:
@@ -49,7 +50,7 @@ def set_cpu_threads(requested: int | None, state: PartialState) -> int:
     if not no_accelerator():
         return torch.get_num_threads()
     if requested is None:
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        usable = usable_cpus()
         cores = min(psutil.cpu_count(logical=False) or usable, usable)
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
         requested = max(1, cores // max(1, local_processes))

@@ -45,17 +45,36 @@ class JsonlTracker(GeneralTracker):
             os.fsync(handle.fileno())
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All complete records of a metrics file (a line cut by a kill is ignored)."""
+def read_metrics(path: str | Path, strict: bool = False) -> list[dict[str, Any]]:
+    """The records of a metrics log (``path``: the file, or the run directory holding it).
+
+    Lenient by default (resume, tables): a missing file gives ``[]`` and lines that are not complete
+    JSON (one cut by a kill) are skipped. ``strict`` (plots): a missing file raises FileNotFoundError;
+    a line that is not a JSON object with a numeric ``step``, or a log without records, raises
+    ValueError naming the file and line. Blank lines are skipped in both modes.
+    """
     path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
     if not path.is_file():
+        if strict:
+            raise FileNotFoundError(f"metrics log not found: {path}")
         return []
     records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if strict:
+                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            continue
+        if strict and (not isinstance(record, dict) or not isinstance(record.get("step"), (int, float))):
+            raise ValueError(f"{path}:{number}: expected a JSON object with a numeric 'step', got {line[:80]!r}")
+        records.append(record)
+    if strict and not records:
+        raise ValueError(f"metrics log is empty: {path}")
     return records
 
 

@@ -8,7 +8,7 @@
 """
 
 from vivit_tl.viz.boxes import attention_in_box, attention_in_mask, box_masks, step_boxes
-from vivit_tl.viz.curves import plot_metrics, read_metrics
+from vivit_tl.viz.curves import plot_metrics
 from vivit_tl.viz.render import animation_frames, render_animation, render_grid, token_overlays
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "attention_in_mask",
     "box_masks",
     "plot_metrics",
-    "read_metrics",
     "render_animation",
     "render_grid",
     "step_boxes",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from vivit_tl.engine.metrics_log import read_metrics
 
 # panel title -> metric keys drawn in it (a panel without any logged value is left out)
 PANELS: dict[str, tuple[str, ...]] = {
@@ -14,34 +15,6 @@ PANELS: dict[str, tuple[str, ...]] = {
     "learning rate": ("lr",),
     "accuracy": ("train/acc", "val/top1", "val/top5"),
 }
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """Read a metrics log: one JSON object per line, each with ``step``; blank lines are skipped.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a line is not a JSON object with a numeric ``step`` (names file and line).
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"metrics log not found: {path}")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), (int, float)):
-            raise ValueError(f"{path}:{number}: expected a JSON object with a numeric 'step', got {line[:80]!r}")
-        records.append(record)
-    if not records:
-        raise ValueError(f"metrics log is empty: {path}")
-    return records
 
 
 def metric_series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -65,7 +38,7 @@ def plot_metrics(metrics: str | Path, out: str | Path, title: str = "") -> Path:
     Returns:
         The path written.
     """
-    records = read_metrics(metrics)
+    records = read_metrics(metrics, strict=True)
     panels = {
         name: {key: metric_series(records, key) for key in keys}
         for name, keys in PANELS.items()
