@@ -66,7 +66,7 @@ class OptimConfig:
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
-    weight_decay: float = 0.05  # decoupled, times lr (PyTorch AdamW); see decay_all_params
+    weight_decay: float = 0.05  # AdamW: decoupled, times lr; SGD: L2 added to the gradient
     decay_all_params: bool = False  # False: norms, biases, positional tables, CLS token are not decayed
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW
     eps: float = 1e-8  # AdamW (Keras' default is 1e-7)
