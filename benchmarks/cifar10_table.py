@@ -25,7 +25,9 @@ with the printed command count too: ``--collect-only`` rebuilds the table from `
 training. A row's run is the newest run directory named ``<run.name>`` or ``<run.name>-N`` whose saved
 config.yaml is of the same model and dataset (a run of the exact row config is preferred; any other
 difference, e.g. ``optim.epochs=1``, is printed in the row's notes). Rows that already have a result are
-not run again unless ``--rerun``. A row without a result shows "not run" and its command, never a guess.
+not run again unless ``--rerun``. A row whose run directory is not here (``runs/`` is not in git) keeps the
+result recorded in ``--out``.json for the same dataset, with a note, compared with today's row config. A row
+without a result shows "not run" and its command, never a guess.
 
 Dataset: ``--archive PATH`` trains on an image-folder archive (``cifar10_jpeg/{train,test}/<class>/*.jpg``)
 with the overrides ``data.kind=image_folder data.archive=PATH data.split_seed=0`` (10k random val images);
@@ -150,18 +152,17 @@ def dataset_key(cfg) -> str | None:
     return None
 
 
-def config_differences(expected, actual) -> list[str]:
-    """``['optim.epochs=1 (row: 20)', ...]``: keys that change the result, sorted."""
-    def flat(cfg) -> dict[str, Any]:  # {"optim.epochs": 20, ...}
-        return {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
+def flat_config(cfg) -> dict[str, Any]:
+    """``{"optim.epochs": 20, ...}``: the keys of a config that change what a run measures."""
+    flat = {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()
+            if f"{section}.{key}" not in IGNORED_KEYS}
+    return json.loads(json.dumps(flat))  # as stored in the results file (tuples become lists)
 
-    want, have = flat(expected), flat(actual)
-    diffs = []
-    for key in sorted(set(want) | set(have)):
-        if key in IGNORED_KEYS or want.get(key) == have.get(key):
-            continue
-        diffs.append(f"{key}={have.get(key)!r} (row: {want.get(key)!r})")
-    return diffs
+
+def config_differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """``['optim.epochs=1 (row: 20)', ...]``: keys of two flat configs whose values differ, sorted."""
+    return [f"{key}={actual.get(key)!r} (row: {expected.get(key)!r})"
+            for key in sorted(set(expected) | set(actual)) if expected.get(key) != actual.get(key)]
 
 
 def model_cost(cfg) -> dict[str, Any]:
@@ -222,7 +223,7 @@ def read_run(run_dir: Path, expected) -> dict[str, Any] | None:
     if best_meta.is_file():
         best_val = (json.loads(best_meta.read_text()).get("metrics") or {}).get("val/top1")
     return {
-        "run_dir": str(run_dir),
+        "run_dir": str(display_path(run_dir)),
         "top1": 100 * report["top1"],
         "top5": None if report.get("top5") is None else 100 * report["top5"],
         "num_evaluated": report.get("num_evaluated"),
@@ -230,19 +231,44 @@ def read_run(run_dir: Path, expected) -> dict[str, Any] | None:
         "wall_time_s": wall,
         "wall_time_source": source,
         "machine": timing.get("machine"),
-        "config_differences": config_differences(expected, saved),
+        "run_config": flat_config(saved),
+        "config_differences": config_differences(flat_config(expected), flat_config(saved)),
         "finished": datetime.datetime.fromtimestamp(report_path.stat().st_mtime).isoformat(timespec="seconds"),
     }
 
 
 def collect(row: Row, expected, runs_dir: Path) -> dict[str, Any] | None:
     """The newest finished run of the row, preferring runs of exactly the row config."""
-    results = [r for r in (read_run(p, expected) for p in candidate_runs(runs_dir, expected.run.name)) if r]
-    if not results:
+    found = [(p, r) for p, r in ((p, read_run(p, expected)) for p in candidate_runs(runs_dir, expected.run.name)) if r]
+    if not found:
         return None
-    report_time = {r["run_dir"]: (Path(r["run_dir"]) / f"eval_{TEST_SPLIT}" / "report.json").stat().st_mtime
-                   for r in results}
-    return max(results, key=lambda r: (not r["config_differences"], report_time[r["run_dir"]]))
+    report_time = {p: (p / f"eval_{TEST_SPLIT}" / "report.json").stat().st_mtime for p, _ in found}
+    return max(found, key=lambda pr: (not pr[1]["config_differences"], report_time[pr[0]]))[1]
+
+
+def recorded_results(results_path: Path, dataset: str) -> dict[str, dict[str, Any]]:
+    """Finished rows of an earlier results file on the same dataset, by row id (runs/ is not in git: a fresh clone
+    rebuilding the table keeps the measured rows whose run directories are elsewhere)."""
+    if not results_path.is_file():
+        return {}
+    try:
+        payload = json.loads(results_path.read_text())
+    except (ValueError, OSError) as exc:
+        print(f"warning: ignoring the earlier results in {results_path}: {exc}", file=sys.stderr)
+        return {}
+    if payload.get("dataset") != dataset:
+        return {}
+    return {r["id"]: r for r in payload.get("rows", []) if r.get("status") == "done" and r.get("run_config")}
+
+
+def from_record(record: dict[str, Any], expected, results_path: Path) -> dict[str, Any]:
+    """A row's result as recorded in an earlier results file, its differences recomputed against today's row config."""
+    keep = ("run_dir", "top1", "top5", "num_evaluated", "best_val_top1", "wall_time_s", "wall_time_source", "machine",
+            "run_config", "finished")
+    result = {key: record.get(key) for key in keep}
+    result["config_differences"] = config_differences(flat_config(expected), record["run_config"])
+    result["recorded_in"] = str(display_path(results_path))
+    return result
 
 
 # --------------------------------------------------------------------------- running rows
@@ -300,12 +326,16 @@ def shell_join(argv: list[str]) -> str:
 def build_rows(rows: list[Row], args: argparse.Namespace, launched: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per row: config, cost, command, and the collected result (or "not run")."""
     runs_dir = resolve_runs_dir(args.runs_dir)
+    results_path = Path(args.out).with_suffix(".json")
+    recorded = recorded_results(results_path, dataset_label(args.archive))
     records = []
     for row in rows:
         overrides = row_overrides(args.archive_display, args.set, args.runs_dir)
         cfg = expected_config(row, overrides)
         cost = model_cost(cfg)
         result = collect(row, cfg, runs_dir)
+        if result is None and row.id in recorded:
+            result = from_record(recorded[row.id], cfg, results_path)
         record: dict[str, Any] = {
             "id": row.id,
             "config": f"configs/{row.config}",
@@ -352,10 +382,12 @@ def markdown_table(records: list[dict[str, Any]], dataset: str) -> str:
                         "file times": "file times (run launched by hand)"}.get(source, source)
                 notes.append(f"`{r['id']}`: wall time from {what}.")
                 marks.append(str(len(notes)))
+            if r.get("recorded_in"):
+                notes.append(f"`{r['id']}`: as recorded in {r['recorded_in']} (finished {r['finished']}); its run "
+                             f"directory {r['run_dir']} was not found here.")
+                marks.append(str(len(notes)))
             if r.get("config_differences"):
-                run_dir = Path(r["run_dir"]).resolve()
-                shown = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
-                notes.append(f"`{r['id']}`: run {shown} differs from the row config: "
+                notes.append(f"`{r['id']}`: run {r['run_dir']} differs from the row config: "
                              + "; ".join(r["config_differences"]) + ".")
                 marks.append(str(len(notes)))
         else:
@@ -406,6 +438,12 @@ def update_readme(path: Path, table: str) -> None:
 
 
 # --------------------------------------------------------------------------- command line
+def display_path(path: Path) -> Path:
+    """Relative to the repository root when inside it, else as given."""
+    resolved = path.resolve()
+    return resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else path
+
+
 def resolve_runs_dir(runs_dir: str) -> Path:
     path = Path(runs_dir)
     return path if path.is_absolute() else REPO / path

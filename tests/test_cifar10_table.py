@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -203,3 +204,33 @@ def test_wall_time_prefers_the_trainer_clock(tmp_path, archive):
     md = out.with_suffix(".md").read_text()
     assert "`no_tl`: wall time from the two segments' checkpoint times." in md and "`tl8`: wall time" not in md
     assert "`tl4`: wall time from launch to test report, measured by this script." in md
+
+
+def test_recorded_rows_survive_a_checkout_without_their_runs(tmp_path, archive):
+    """runs/ is not in git: rebuilding the table where a row's run directory is missing keeps the result recorded in
+    the results file, with a note, and compares it with today's row config; another dataset's results are not kept."""
+    runs = tmp_path / "runs"
+    jpeg = table.row_overrides(str(archive), [], str(runs))
+    fake_run(runs, "cifar10_vit_tl", table.expected_config(row("tl8"), jpeg), 0.55, clock=[5.0, 4000.0])
+    out = tmp_path / "table"
+    collect = ["--collect-only", "--runs-dir", str(runs), "--out", str(out)]
+    assert table.main(["--archive", str(archive), *collect]) == 0
+    first = {r["id"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    shutil.rmtree(runs)
+
+    assert table.main(["--archive", str(archive), *collect]) == 0
+    rows = {r["id"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert rows["tl8"]["status"] == "done" and rows["tl8"]["recorded_in"] == str(out.with_suffix(".json"))
+    for key in ("top1", "wall_time_s", "wall_time_source", "run_dir", "run_config", "finished"):
+        assert rows["tl8"][key] == first["tl8"][key], key
+    assert rows["tl8"]["config_differences"] == [] and rows["tl4"]["status"] == "not run"
+    md = out.with_suffix(".md").read_text()
+    assert "| 56.55% | 55.00% |" in md and f"directory {first['tl8']['run_dir']} was not found here" in md
+
+    # the row config changed after the run: the recorded result stays, with its differences
+    assert table.main(["--archive", str(archive), *collect, "--set", "optim.epochs=3"]) == 0
+    tl8 = next(r for r in json.loads(out.with_suffix(".json").read_text())["rows"] if r["id"] == "tl8")
+    assert tl8["top1"] == pytest.approx(55.0) and tl8["config_differences"] == ["optim.epochs=20 (row: 3)"]
+
+    assert table.main(collect) == 0  # torchvision CIFAR-10: the JPEG mirror's results are not its results
+    assert all(r["status"] == "not run" for r in json.loads(out.with_suffix(".json").read_text())["rows"])
