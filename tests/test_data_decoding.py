@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vivit_tl import system
 from vivit_tl.data import DataConfig, read_video_views
 from vivit_tl.data.decoding import ReadError, decoder_threads, read_frames
 from vivit_tl.data.sampling import eval_clip_indices, train_clip_indices
@@ -121,8 +122,9 @@ class _ThreadsSeen(Dataset):
         return decoder_threads(None)
 
 
-def test_decoder_threads_share_the_cpus_among_the_readers(monkeypatch):
+def test_decoder_threads_share_the_cpus_among_the_readers(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))  # an 8-CPU machine (workers fork)
+    monkeypatch.setattr(system, "CGROUP_CPU_MAX", tmp_path / "cpu.max")  # without a container quota
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert decoder_threads(3) == 3 and decoder_threads(None) == 8  # one reader: the main process
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two training processes on this machine
@@ -132,6 +134,8 @@ def test_decoder_threads_share_the_cpus_among_the_readers(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
     assert decoder_threads(None) == 16  # FFmpeg's cap
+    (tmp_path / "cpu.max").write_text("300000 100000\n")  # a container limited to 3 of the 64 CPUs
+    assert decoder_threads(None) == 3
     for bad in (0, True, "4"):
         with pytest.raises(ValueError, match="num_threads"):
             cfg = DataConfig()
