@@ -212,5 +212,12 @@ def test_block_matches_torch_transformer_encoder_layer():
                  (block.mlp.fc2, reference.linear2), (block.norm1, reference.norm1), (block.norm2, reference.norm2)]
         for mine, theirs in pairs:
             theirs.load_state_dict(mine.state_dict())
-    x = torch.randn(2, 7, dim)
-    torch.testing.assert_close(block(x), reference(x))
+    x = torch.randn(2, 7, dim, requires_grad=True)
+    ours, theirs = block(x), reference(x)
+    torch.testing.assert_close(ours, theirs)
+    grad = torch.randn_like(ours)
+    (ours_dx, ours_dqkv), (theirs_dx, theirs_dqkv) = (
+        torch.autograd.grad(out, [x, w], grad) for out, w in ((ours, block.attn.qkv.weight),
+                                                               (theirs, reference.self_attn.in_proj_weight)))
+    torch.testing.assert_close(ours_dx, theirs_dx)
+    torch.testing.assert_close(ours_dqkv, theirs_dqkv)
