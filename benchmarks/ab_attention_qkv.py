@@ -34,7 +34,14 @@ def split_output_forward(self: layers.Attention, x: torch.Tensor, num_steps: int
 VARIANTS = {"weight blocks (ours)": layers.Attention.forward, "split output": split_output_forward}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    try:
+        run(argv)
+    finally:
+        layers.Attention.forward = VARIANTS["weight blocks (ours)"]
+
+
+def run(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="vit_cifar")
     parser.add_argument("--batch", type=int, default=256)
@@ -43,7 +50,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant and round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -82,7 +89,6 @@ def main() -> None:
             train_steps(opt, args.steps)
             times[name].append((time.perf_counter() - start) / args.steps)
             cpu_times[name].append((time.process_time() - cpu_start) / args.steps)
-    layers.Attention.forward = VARIANTS["weight blocks (ours)"]
     for what, table in (("wall", times), ("CPU", cpu_times)):
         for name, values in table.items():
             print(f"{what:>4} {name:>20}: " + " ".join(f"{v:.3f}" for v in values)
