@@ -26,8 +26,8 @@ training. A row's run is the newest run directory named ``<run.name>`` or ``<run
 config.yaml is of the same model and dataset (a run of the exact row config is preferred; any other
 difference, e.g. ``optim.epochs=1``, is printed in the row's notes). Rows that already have a result are
 not run again unless ``--rerun``. A row whose run directory is not here (``runs/`` is not in git) keeps the
-result recorded in ``--out``.json for the same dataset, with a note, compared with today's row config. A row
-without a result shows "not run" and its command, never a guess.
+result recorded in ``--out``.json (if of the same model), with a note, compared with today's row config; it
+counts as a result. A row without a result shows "not run" and its command, never a guess.
 
 Dataset: ``--archive PATH`` trains on an image-folder archive (``cifar10_jpeg/{train,test}/<class>/*.jpg``)
 with the overrides ``data.kind=image_folder data.archive=PATH data.split_seed=0`` (10k random val images);
@@ -41,9 +41,11 @@ whose optional ``source`` field names another origin), else the file times of co
 a run resumes) to the test report; the table notes every row whose time does not come from the trainer.
 The seed's top-1 is a mean over 5 runs; ours is one run (``run.seed: 0``).
 
-Writes ``--out``.json (every field of every row) and ``--out``.md (default
-``benchmarks/results/cifar10_table``); ``--update-readme`` also replaces the table in README.md's
-CIFAR-10 section (between ``<!-- table:cifar10 -->`` and ``<!-- /table:cifar10 -->``).
+Writes ``--out``.json (every field of every row) and ``--out``.md, atomically, after every row; the table
+always lists every row (``--rows`` only chooses what to run). The default ``--out`` is one per dataset:
+``benchmarks/results/cifar10_table`` for the JPEG mirror, ``..._torchvision`` for torchvision's CIFAR-10;
+a results file of another dataset is never overwritten. ``--update-readme`` also replaces the table in
+README.md's CIFAR-10 section (between ``<!-- table:cifar10 -->`` and ``<!-- /table:cifar10 -->``).
 Exit status: 0, 1 when a launched row failed, 2 on a usage error.
 """
 
@@ -66,9 +68,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
+from vivit_tl.checkpoint import atomic_write_text
 from vivit_tl.errors import UserError, run_cli
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "cifar10_table"
+RESULTS_DIR = REPO / "benchmarks" / "results"
 README = REPO / "README.md"
 TABLE_START, TABLE_END = "<!-- table:cifar10 -->", "<!-- /table:cifar10 -->"
 TIMING_NAME = "cifar10_table_timing.json"
@@ -247,8 +250,8 @@ def collect(row: Row, expected, runs_dir: Path) -> dict[str, Any] | None:
 
 
 def recorded_results(results_path: Path, dataset: str) -> dict[str, dict[str, Any]]:
-    """Finished rows of an earlier results file on the same dataset, by row id (runs/ is not in git: a fresh clone
-    rebuilding the table keeps the measured rows whose run directories are elsewhere)."""
+    """Finished rows of an earlier results file, by row id (runs/ is not in git: a fresh clone rebuilding the table
+    keeps the measured rows whose run directories are elsewhere). UserError if it holds another dataset's table."""
     if not results_path.is_file():
         return {}
     try:
@@ -257,17 +260,29 @@ def recorded_results(results_path: Path, dataset: str) -> dict[str, dict[str, An
         print(f"warning: ignoring the earlier results in {results_path}: {exc}", file=sys.stderr)
         return {}
     if payload.get("dataset") != dataset:
-        return {}
+        raise UserError(f"{results_path} holds the table on {payload.get('dataset')}, not on {dataset}; "
+                        "pass another --out")
     return {r["id"]: r for r in payload.get("rows", []) if r.get("status") == "done" and r.get("run_config")}
 
 
-def from_record(record: dict[str, Any], expected, results_path: Path) -> dict[str, Any]:
-    """A row's result as recorded in an earlier results file, its differences recomputed against today's row config."""
+def from_record(record: dict[str, Any], expected, results_path: Path) -> dict[str, Any] | None:
+    """A row's result as recorded in an earlier results file, its differences recomputed against today's row
+    config; None when the recorded run is of another model."""
+    differences = config_differences(flat_config(expected), record["run_config"])
+    if any(d.startswith("model.") for d in differences):
+        return None
     keep = ("run_dir", "top1", "top5", "num_evaluated", "best_val_top1", "wall_time_s", "wall_time_source", "machine",
             "run_config", "finished")
-    result = {key: record.get(key) for key in keep}
-    result["config_differences"] = config_differences(flat_config(expected), record["run_config"])
-    result["recorded_in"] = str(display_path(results_path))
+    return {**{key: record.get(key) for key in keep}, "config_differences": differences,
+            "recorded_in": str(display_path(results_path))}
+
+
+def row_result(row: Row, expected, runs_dir: Path, recorded: dict[str, dict[str, Any]],
+               results_path: Path) -> dict[str, Any] | None:
+    """The row's newest finished run under ``runs_dir``, else its result recorded in ``results_path``, else None."""
+    result = collect(row, expected, runs_dir)
+    if result is None and row.id in recorded:
+        result = from_record(recorded[row.id], expected, results_path)
     return result
 
 
@@ -323,19 +338,17 @@ def shell_join(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def build_rows(rows: list[Row], args: argparse.Namespace, launched: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per row: config, cost, command, and the collected result (or "not run")."""
+def build_rows(args: argparse.Namespace, launched: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per row of the table (every row): config, cost, command, and the result (or "not run")."""
     runs_dir = resolve_runs_dir(args.runs_dir)
     results_path = Path(args.out).with_suffix(".json")
     recorded = recorded_results(results_path, dataset_label(args.archive))
     records = []
-    for row in rows:
+    for row in ROWS:
         overrides = row_overrides(args.archive_display, args.set, args.runs_dir)
         cfg = expected_config(row, overrides)
         cost = model_cost(cfg)
-        result = collect(row, cfg, runs_dir)
-        if result is None and row.id in recorded:
-            result = from_record(recorded[row.id], cfg, results_path)
+        result = row_result(row, cfg, runs_dir, recorded, results_path)
         record: dict[str, Any] = {
             "id": row.id,
             "config": f"configs/{row.config}",
@@ -420,8 +433,8 @@ def write_outputs(records: list[dict[str, Any]], args: argparse.Namespace) -> No
         "flops_convention": FLOPS_NOTE,
         "rows": records,
     }
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    out.with_suffix(".md").write_text(f"# The Keras CIFAR-10 TokenLearner table (SPEC §5) with vivit-tl\n\n{table}")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".md"), f"# The Keras CIFAR-10 TokenLearner table (SPEC §5) with vivit-tl\n\n{table}")
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     if args.update_readme:
         update_readme(Path(args.readme), table)
@@ -434,7 +447,7 @@ def update_readme(path: Path, table: str) -> None:
     start, end = text.find(TABLE_START), text.find(TABLE_END)
     if start < 0 or end < start:
         raise UserError(f"{path} has no {TABLE_START} ... {TABLE_END} markers")
-    path.write_text(text[: start + len(TABLE_START)] + "\n" + table + text[end:])
+    atomic_write_text(path, text[: start + len(TABLE_START)] + "\n" + table + text[end:])
 
 
 # --------------------------------------------------------------------------- command line
@@ -442,6 +455,14 @@ def display_path(path: Path) -> Path:
     """Relative to the repository root when inside it, else as given."""
     resolved = path.resolve()
     return resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else path
+
+
+def default_out(archive: str | None) -> Path:
+    """One results file per dataset: the JPEG mirror's is the README's table."""
+    if archive is None:
+        return RESULTS_DIR / "cifar10_table_torchvision"
+    name = Path(archive).name
+    return RESULTS_DIR / ("cifar10_table" if name.startswith("cifar10_jpeg") else f"cifar10_table_{name.split('.')[0]}")
 
 
 def resolve_runs_dir(runs_dir: str) -> Path:
@@ -453,7 +474,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", choices=ROW_IDS, default=ROW_IDS, metavar="ROW",
-                        help=f"rows to run or collect, in the given order (default: all: {' '.join(ROW_IDS)})")
+                        help=f"rows to run, in the given order (default: all: {' '.join(ROW_IDS)}); the table "
+                             "always lists every row")
     parser.add_argument("--archive", metavar="PATH",
                         help="train on this image-folder archive (the CIFAR-10 JPEG mirror); "
                              "default: CIFAR-10 through torchvision")
@@ -469,8 +491,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--launch-args", default="", metavar="'ARGS'",
                         help="arguments for 'accelerate launch' before the script, e.g. "
                              "'--num_processes 1 --mixed_precision no' (default: your accelerate config)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), metavar="STEM",
-                        help="output path without suffix: writes STEM.json and STEM.md (default: %(default)s)")
+    parser.add_argument("--out", metavar="STEM",
+                        help="output path without suffix: writes STEM.json and STEM.md (default: "
+                             "benchmarks/results/cifar10_table for the JPEG mirror, cifar10_table_torchvision "
+                             "without --archive, cifar10_table_<archive name> for another archive)")
     parser.add_argument("--update-readme", action="store_true",
                         help="also replace the table inside README.md's CIFAR-10 section")
     parser.add_argument("--readme", default=str(README), help=argparse.SUPPRESS)
@@ -486,6 +510,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         relative = os.path.relpath(archive, REPO)
         nearby = not relative.startswith("..") or relative.startswith(f"..{os.sep}shared{os.sep}")
         args.archive_display = relative if nearby else str(archive)
+    args.out = args.out or str(default_out(args.archive))
     for item in args.set:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise UserError(f"--set {item!r} must look like section.key=value (e.g. data.num_workers=0)")
@@ -498,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:  # fail fast on a bad config or override, before hours of training
         expected_config(row, row_overrides(args.archive_display, args.set, args.runs_dir))
     dataset = dataset_label(args.archive)
+    results_path = Path(args.out).with_suffix(".json")
+    recorded = recorded_results(results_path, dataset)  # before any training: refuses another dataset's file
     launched: dict[str, dict[str, Any]] = {}
     failed = False
     if not args.collect_only:
@@ -505,9 +532,11 @@ def main(argv: list[str] | None = None) -> int:
         todo = []
         for row in rows:
             overrides = row_overrides(args.archive_display, args.set, args.runs_dir)
-            done = None if args.rerun else collect(row, expected_config(row, overrides), runs_dir)
+            done = None if args.rerun else row_result(row, expected_config(row, overrides), runs_dir, recorded,
+                                                      results_path)
             if done and not done["config_differences"]:
-                print(f"[{row.id}] already done: {done['top1']:.2f}% in {done['run_dir']} (--rerun to run it again)")
+                where = f"recorded in {done['recorded_in']}" if done.get("recorded_in") else f"in {done['run_dir']}"
+                print(f"[{row.id}] already done: {done['top1']:.2f}% {where} (--rerun to run it again)")
                 continue
             todo.append((row, command(row, overrides, args.launch_args)))
         if args.dry_run:
@@ -521,20 +550,20 @@ def main(argv: list[str] | None = None) -> int:
                 status, run_dir, seconds = launch(row, argv)
             except KeyboardInterrupt:
                 print(f"\ninterrupted during {row.id}; writing the table of what is finished", file=sys.stderr)
-                write_outputs(build_rows(rows, args, launched), args)
+                write_outputs(build_rows(args, launched), args)
                 return 130
             if status == 0 and run_dir is not None and run_dir.is_dir():
                 timing = {"wall_time_s": seconds, "command": shell_join(argv), "machine": machine(),
                           "finished": datetime.datetime.now().isoformat(timespec="seconds")}
-                (run_dir / TIMING_NAME).write_text(json.dumps(timing, indent=2) + "\n")
+                atomic_write_text(run_dir / TIMING_NAME, json.dumps(timing, indent=2) + "\n")
                 print(f"[{row.id}] finished in {fmt_time(seconds)}: {run_dir}")
             else:
                 failed = True
                 launched[row.id] = {"error": f"exit status {status} after {fmt_time(seconds)}",
                                     "run_dir": None if run_dir is None else str(run_dir)}
                 print(f"[{row.id}] FAILED with exit status {status}; going on with the next row", file=sys.stderr)
-            write_outputs(build_rows(rows, args, launched), args)  # after every row: partial results are kept
-    records = build_rows(rows, args, launched)
+            write_outputs(build_rows(args, launched), args)  # after every row: partial results are kept
+    records = build_rows(args, launched)
     write_outputs(records, args)
     for r in records:
         ours = f"{r['top1']:.2f}%" if r["status"] == "done" else "not run"

@@ -143,7 +143,7 @@ def test_collect_only_fills_finished_rows_and_says_not_run(tmp_path, archive, ca
     # a run that differs from the row config is shown, with its differences
     (runs / "cifar10_vit_tl").rename(runs / "moved")
     table.main(["--archive", str(archive), "--collect-only", "--runs-dir", str(runs), "--out", str(out), "--rows", "tl8"])
-    tl8_row = json.loads(out.with_suffix(".json").read_text())["rows"][0]
+    tl8_row = next(r for r in json.loads(out.with_suffix(".json").read_text())["rows"] if r["id"] == "tl8")
     assert tl8_row["top1"] == pytest.approx(20.0) and tl8_row["config_differences"] == ["optim.epochs=1 (row: 20)"]
     assert "optim.epochs=1 (row: 20)" in out.with_suffix(".md").read_text()
 
@@ -152,7 +152,8 @@ def test_dry_run_prints_commands_of_rows_without_results(tmp_path, archive, caps
     runs = tmp_path / "runs"
     fake_run(runs, "cifar10_vit_tl", table.expected_config(row("tl8"), table.row_overrides(str(archive), [], str(runs))),
              0.5)
-    assert table.main(["--archive", str(archive), "--dry-run", "--runs-dir", str(runs), "--rows", "tl8", "tl4",
+    assert table.main(["--archive", str(archive), "--dry-run", "--runs-dir", str(runs), "--out", str(tmp_path / "t"),
+                       "--rows", "tl8", "tl4",
                        "--set", "data.num_workers=0", "--launch-args", "--num_processes 1"]) == 0
     out = capsys.readouterr().out
     assert "[tl8] already done: 50.00%" in out
@@ -232,5 +233,36 @@ def test_recorded_rows_survive_a_checkout_without_their_runs(tmp_path, archive):
     tl8 = next(r for r in json.loads(out.with_suffix(".json").read_text())["rows"] if r["id"] == "tl8")
     assert tl8["top1"] == pytest.approx(55.0) and tl8["config_differences"] == ["optim.epochs=20 (row: 3)"]
 
-    assert table.main(collect) == 0  # torchvision CIFAR-10: the JPEG mirror's results are not its results
+    # a recorded run of another model is not a result of the row
+    data = json.loads(out.with_suffix(".json").read_text())
+    tl8_record = next(r for r in data["rows"] if r["id"] == "tl8")
+    tl8_record["run_config"]["model.name"] = "vit_cifar_tl4"
+    out.with_suffix(".json").write_text(json.dumps(data))
+    assert table.main(["--archive", str(archive), *collect]) == 0
     assert all(r["status"] == "not run" for r in json.loads(out.with_suffix(".json").read_text())["rows"])
+
+    # torchvision CIFAR-10 is another table: its default file is another file, and the mirror's is never replaced
+    before = out.with_suffix(".json").read_text()
+    with pytest.raises(UserError, match="holds the table on CIFAR-10 \\(JPEG q75 mirror\\), not on CIFAR-10 \\(torchvision\\)"):
+        table.main(collect)
+    assert out.with_suffix(".json").read_text() == before
+    assert table.parse_args([]).out.endswith("cifar10_table_torchvision")
+    assert table.parse_args(["--archive", str(archive)]).out == str(table.RESULTS_DIR / "cifar10_table")
+
+
+def test_the_table_lists_every_row_and_recorded_rows_count_as_done(tmp_path, archive, capsys):
+    """--rows chooses what to run; a result recorded in the results file is not run again (nor lost)."""
+    runs = tmp_path / "runs"
+    jpeg = table.row_overrides(str(archive), [], str(runs))
+    fake_run(runs, "cifar10_vit_tl", table.expected_config(row("tl8"), jpeg), 0.55, clock=[5.0, 4000.0])
+    out = tmp_path / "table"
+    common = ["--archive", str(archive), "--runs-dir", str(runs), "--out", str(out)]
+    assert table.main([*common, "--collect-only"]) == 0
+    shutil.rmtree(runs)
+    assert table.main([*common, "--dry-run", "--rows", "tl8", "tl4"]) == 0
+    printed = capsys.readouterr().out
+    assert f"[tl8] already done: 55.00% recorded in {out.with_suffix('.json')}" in printed
+    assert "configs/cifar10_vit_tl4.yaml" in printed and "configs/cifar10_vit_tl.yaml" not in printed
+    assert table.main([*common, "--collect-only", "--rows", "tl4"]) == 0
+    rows = {r["id"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert list(rows) == table.ROW_IDS and rows["tl8"]["top1"] == pytest.approx(55.0)
