@@ -140,3 +140,20 @@ def _env() -> dict[str, str]:
     import os
 
     return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("run.log_every_steps=0", "run.log_every_steps=0 must be >= 1"),
+    ("run.eval_every_epochs=0", "run.eval_every_epochs=0 must be >= 1"),
+    ("run.save_every_steps=-1", "run.save_every_steps=-1 must be >= 0"),
+    ("optim.epochs=0", "optim.epochs=0 must be >= 1"),
+    ("optim.batch_size=0", "optim.batch_size=0 must be >= 1"),
+    ("optim.grad_accum_steps=0", "optim.grad_accum_steps=0 must be >= 1"),
+    ("optim.lr=-0.1", "optim.lr=-0.1 must be >= 0"),
+    ("optim.label_smoothing=1.0", r"optim.label_smoothing=1.0 must be in \[0, 1\)"),
+])
+def test_out_of_range_optim_and_run_values_are_user_errors(override, message):
+    """Caught when the config is read, not as a ZeroDivisionError at step 1 or after an epoch of training."""
+    with pytest.raises(UserError, match=message):
+        load_config(None, [override])
+    load_config(None, ["optim.eval_batch_size=null", "run.cpu_threads=null"])  # None: automatic

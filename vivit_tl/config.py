@@ -81,6 +81,14 @@ class OptimConfig:
     batch_size: int = 32  # per process
     eval_batch_size: Optional[int] = None  # per process; None = batch_size
 
+    def __post_init__(self) -> None:
+        _require_positive(self, "optim", ("epochs", "grad_accum_steps", "batch_size", "eval_batch_size"))
+        for name in ("lr", "weight_decay", "eps", "momentum", "warmup_epochs", "min_lr", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"optim.{name}={getattr(self, name)!r} must be >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"optim.label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+
 
 @dataclass
 class RunConfig:
@@ -97,6 +105,19 @@ class RunConfig:
     save_every_steps: int = 0  # extra mid-epoch checkpoints; a checkpoint is always saved per epoch
     keep_last: int = 2  # resumable checkpoints kept (the best model file is kept separately)
     test_split: Optional[str] = None  # evaluated with the best-val weights at the end; None: val
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "run", ("cpu_threads", "log_every_steps", "eval_every_epochs", "keep_last"))
+        if self.save_every_steps < 0:
+            raise ValueError(f"run.save_every_steps={self.save_every_steps!r} must be >= 0 (0: once per epoch)")
+
+
+def _require_positive(section: Any, name: str, fields: Sequence[str]) -> None:
+    """ValueError naming the first of ``fields`` (ints; None allowed where the type is Optional) that is < 1."""
+    for key in fields:
+        value = getattr(section, key)
+        if value is not None and value < 1:
+            raise ValueError(f"{name}.{key}={value!r} must be >= 1")
 
 
 @dataclass
