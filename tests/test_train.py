@@ -199,13 +199,18 @@ def test_missing_data_folder_is_one_line_error(tiny, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "no_such_folder" in lines[0], result.stderr
 
 
-def test_resume_from_corrupt_checkpoint_is_one_line_error(tiny, tmp_path):
+@pytest.mark.parametrize("name, damage", [
+    ("optimizer.bin", lambda data: data[:50]),  # truncated
+    ("optimizer.bin", lambda data: b"not a checkpoint" * 8),  # garbage
+    ("model.safetensors", lambda data: data[: len(data) // 2]),  # truncated
+])
+def test_resume_from_corrupt_checkpoint_is_one_line_error(tiny, tmp_path, name, damage):
     source = sorted((tiny.parent / "runs" / "full" / "checkpoints").iterdir())[-1]
     run_dir = tmp_path / "run"
     shutil.copytree(source.parent.parent, run_dir)
     target = run_dir / "checkpoints" / source.name
-    optimizer = target / "optimizer.bin"
-    optimizer.write_bytes(optimizer.read_bytes()[:50])
+    damaged = target / name
+    damaged.write_bytes(damage(damaged.read_bytes()))
     result = run_tool("tools/train.py", "--resume", str(target))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import shutil
 import signal
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import broadcast_object_list, is_tensorboard_available, set_seed
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from vivit_tl.checkpoint import (
@@ -262,7 +264,7 @@ class Trainer:
             )
         try:
             acc.load_state(str(checkpoint))
-        except (RuntimeError, OSError, ValueError, KeyError, EOFError) as exc:
+        except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
             reason = " ".join(str(exc).split())[:300]
             raise UserError(f"cannot resume from {checkpoint}: corrupt or incompatible checkpoint ({reason})") from None
         if not (checkpoint / f"random_states_{acc.process_index}.pkl").is_file():
