@@ -124,7 +124,8 @@ class _ThreadsSeen(Dataset):
 
 def test_decoder_threads_share_the_cpus_among_the_readers(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))  # an 8-CPU machine (workers fork)
-    monkeypatch.setattr(system, "CGROUP_CPU_MAX", tmp_path / "cpu.max")  # without a container quota
+    monkeypatch.setattr(system, "CGROUP_ROOT", tmp_path)  # without a container quota
+    monkeypatch.setattr(system, "PROC_CGROUP", tmp_path / "self_cgroup")
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert decoder_threads(3) == 3 and decoder_threads(None) == 8  # one reader: the main process
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two training processes on this machine

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from vivit_tl import system
+
+
+@pytest.fixture
+def cgroups(monkeypatch, tmp_path) -> Path:
+    """An empty cgroup v2 tree in tmp_path/cgroup; this process's cgroup is the root until a test says otherwise."""
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    monkeypatch.setattr(system, "CGROUP_ROOT", root)
+    monkeypatch.setattr(system, "PROC_CGROUP", tmp_path / "proc_self_cgroup")  # absent: the root
+    return root
 
 
 @pytest.mark.parametrize("text, cpus", [
@@ -17,19 +28,28 @@ from vivit_tl import system
     ("garbage\n", None),
     ("", None),
 ])
-def test_cgroup_cpu_limit_reads_the_quota(tmp_path, text, cpus):
-    path = tmp_path / "cpu.max"
-    path.write_text(text)
-    assert system.cgroup_cpu_limit(path) == cpus
+def test_cpu_max_formats(cgroups, text, cpus):
+    (cgroups / "cpu.max").write_text(text)
+    assert system.cgroup_cpu_limit() == cpus
 
 
-def test_usable_cpus_is_the_affinity_capped_by_the_quota(monkeypatch, tmp_path):
+def test_the_smallest_quota_of_the_cgroup_and_its_ancestors_counts(cgroups, tmp_path):
+    service = cgroups / "system.slice" / "train.service"  # e.g. systemd's CPUQuota, or a host-cgroupns container
+    service.mkdir(parents=True)
+    system.PROC_CGROUP.write_text("0::/system.slice/train.service\n")
+    assert system.cgroup_cpu_limit() is None
+    (service / "cpu.max").write_text("400000 100000\n")
+    assert system.cgroup_cpu_limit() == 4
+    (cgroups / "system.slice" / "cpu.max").write_text("300000 100000\n")
+    assert system.cgroup_cpu_limit() == 3
+    system.PROC_CGROUP.write_text("12:cpu,cpuacct:/x\n")  # cgroup v1 only: its quotas are not read
+    assert system.cgroup_cpu_limit() is None
+
+
+def test_usable_cpus_is_the_affinity_capped_by_the_quota(monkeypatch, cgroups):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    monkeypatch.setattr(system, "CGROUP_CPU_MAX", tmp_path / "missing")  # no cgroup v2 here
     assert system.usable_cpus() == 16
-    quota = tmp_path / "cpu.max"
-    monkeypatch.setattr(system, "CGROUP_CPU_MAX", quota)
-    quota.write_text("400000 100000\n")
+    (cgroups / "cpu.max").write_text("400000 100000\n")
     assert system.usable_cpus() == 4
-    quota.write_text("6400000 100000\n")  # a quota above the affinity mask does not add CPUs
+    (cgroups / "cpu.max").write_text("6400000 100000\n")  # a quota above the affinity mask does not add CPUs
     assert system.usable_cpus() == 16

@@ -158,8 +158,8 @@ def _decode_seeking(container: av.container.InputContainer, stream: av.video.str
     need = set(wanted)
     got: dict[int, np.ndarray] = {}
     key = max((k for k in keys if k <= wanted[0]), default=0)
-    container.seek(pts[key], stream=stream, backward=True, any_frame=False)
     try:
+        container.seek(pts[key], stream=stream, backward=True, any_frame=False)
         for packet in container.demux(stream):
             i = index_of.get(packet.pts)
             ctx.skip_frame = "NONREF" if may_skip and i is not None and i not in need else "DEFAULT"
@@ -170,7 +170,7 @@ def _decode_seeking(container: av.container.InputContainer, stream: av.video.str
             if len(got) == len(need):
                 break
     except av.error.FFmpegError:
-        pass  # damaged from here on: the caller falls back to counting frames
+        pass  # the seek failed or the file is damaged from here on: the caller falls back to counting frames
     return got
 
 
@@ -233,8 +233,8 @@ def decoder_threads(requested: int | None) -> int:
     the readers that run at once (the DataLoader workers of every local training process), 1 to 16.
 
     pytorchvideo's decord reader (and decord's own default) let FFmpeg choose, min(CPUs + 1, 16) in
-    every reader, which oversubscribes the CPU as soon as there are several workers. CPU quotas of
-    containers (cgroups) are not seen here: set ``num_threads`` there.
+    every reader, which oversubscribes the CPU as soon as there are several workers. The usable CPUs
+    include a container's cgroup v2 CPU quota (:func:`vivit_tl.system.usable_cpus`).
     """
     if requested is not None:
         return requested
