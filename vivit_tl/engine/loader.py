@@ -81,7 +81,7 @@ class SeededDataset(Dataset):
         saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU generator only (torch.manual_seed also reseeds GPUs')
         try:
             return self.dataset[index]
         finally:
