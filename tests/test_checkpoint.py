@@ -137,6 +137,13 @@ def test_checkpoint_dir_commit_prune_and_partial(tmp_path):
     ck.staging(9).mkdir()
     ck.commit(9, {"global_step": 9, "again": True})
     assert read_train_state(ck.path(9))["again"] is True
+    # killed between the two renames of such a re-save: the moved-aside checkpoint is put back, not deleted
+    ck.staging(9).mkdir()
+    os.replace(ck.path(9), ck.replaced(9))
+    assert ck.latest().name == "step_00000006"
+    ck.clean_partial()
+    assert read_train_state(ck.latest())["again"] is True and not ck.staging(9).exists()
+    assert not ck.replaced(9).exists()
 
 
 def test_read_train_state_errors(tmp_path):

@@ -276,7 +276,7 @@ class CheckpointDir:
                     os.fsync(handle.fileno())
         fsync_dir(staging)
         if final.exists():  # the same step saved again (e.g. resumed at an epoch end): swap
-            trash = self.root / f".{final.name}.old"
+            trash = self.replaced(step)
             shutil.rmtree(trash, ignore_errors=True)
             os.replace(final, trash)
             os.replace(staging, final)
@@ -293,11 +293,21 @@ class CheckpointDir:
             shutil.rmtree(old, ignore_errors=True)
         self.clean_partial()
 
+    def replaced(self, step: int) -> Path:
+        """Hidden folder the old checkpoint of ``step`` moves to while a new one of the same step replaces it."""
+        return self.root / f".step_{step:08d}.old"
+
     def clean_partial(self) -> None:
-        """Remove staging folders left by a save that was killed."""
-        if self.root.is_dir():
-            for leftover in self.root.glob(".step_*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+        """Remove staging folders left by a save that was killed. A checkpoint moved aside for a re-save of
+        its step whose replacement never arrived (killed between the two renames) is put back first."""
+        if not self.root.is_dir():
+            return
+        for old in self.root.glob(".step_*.old"):
+            final = self.root / old.name[1: -len(".old")]
+            if not final.exists():
+                os.replace(old, final)
+        for leftover in self.root.glob(".step_*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def read_train_state(checkpoint: str | Path) -> dict[str, Any]:

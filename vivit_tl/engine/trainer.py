@@ -72,8 +72,15 @@ def find_resume_target(path: str | Path) -> tuple[Path, Path | None]:
     if (path / "train_state.json").is_file():
         return path.parent.parent, path
     if (path / CONFIG_NAME).is_file() or (path / CHECKPOINTS_DIR).is_dir():
-        return path, CheckpointDir(path / CHECKPOINTS_DIR).latest()
+        return path, latest_checkpoint(path)
     raise UserError(f"--resume: {path} is neither a run directory (with {CONFIG_NAME}) nor a checkpoint")
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run, after cleaning up what a killed save left (main process only)."""
+    checkpoints = CheckpointDir(run_dir / CHECKPOINTS_DIR)
+    checkpoints.clean_partial()
+    return checkpoints.latest()
 
 
 def load_run_config(run_dir: Path, overrides: list[str]) -> TrainConfig:
@@ -429,7 +436,7 @@ def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: lis
                 target = (fresh_run_dir(cfg.run.output_dir, cfg.run.name), None)
             elif resume is True:
                 run_dir = Path(cfg.run.output_dir) / cfg.run.name
-                target = (run_dir, CheckpointDir(run_dir / CHECKPOINTS_DIR).latest())
+                target = (run_dir, latest_checkpoint(run_dir))
             else:
                 target = find_resume_target(resume)
         except (UserError, FileNotFoundError) as exc:
