@@ -162,3 +162,14 @@ def test_video_list_and_kinetics_csv(tmp_path):
     assert [y for _, y, _ in (ds[0], ds[1])] == [1, 0]
     flat = DataConfig(kind="kinetics_csv", root=str(tmp_path / "k400"), path_pattern="{youtube_id}.mkv", **PLAIN)
     assert build_dataset(flat, "val", train=False).video_names == ["def.mkv", "abc.mkv"]
+
+    # one CSV for every split (csv_file without {split}): each split takes its own rows
+    (tmp_path / "k400" / "all.csv").write_text("label,youtube_id,time_start,time_end,split\n"
+                                               "yoga,def,10,20,val\narm wrestling,abc,10,20,train\n"
+                                               "yoga,ghi,0,10,train\n")
+    one = DataConfig(kind="kinetics_csv", root=str(tmp_path / "k400"), csv_file="all.csv", **PLAIN)
+    assert build_dataset(one, "val", train=False).video_names == ["val/yoga/def_000010_000020.mp4"]
+    assert build_dataset(one, "train", train=True).video_names == [
+        "train/arm wrestling/abc_000010_000020.mp4", "train/yoga/ghi_000000_000010.mp4"]
+    with pytest.raises(ValueError, match=r"no rows of split 'test' \(its split column has \['train', 'val'\]\)"):
+        build_dataset(one, "test", train=False)

@@ -97,8 +97,12 @@ def read_video_list(path: Path) -> list[tuple[str, int]]:
     return rows
 
 
-def read_kinetics_csv(path: Path, pattern: str, split: str) -> list[tuple[str, str]]:
-    """Kinetics CSV (label,youtube_id,time_start,time_end[,split]) -> [(relative path, label name)]."""
+def read_kinetics_csv(path: Path, pattern: str, split: str, only_split: bool = False) -> list[tuple[str, str]]:
+    """Kinetics CSV (label,youtube_id,time_start,time_end[,split]) -> [(relative path, label name)].
+
+    ``only_split``: the file holds every split (``csv_file`` without ``{split}``): keep the rows whose
+    ``split`` column is ``split`` (all rows when there is no such column).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"Kinetics CSV file not found: {path}")
     with path.open(newline="") as f:
@@ -107,17 +111,29 @@ def read_kinetics_csv(path: Path, pattern: str, split: str) -> list[tuple[str, s
         missing = required - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}")
-        rows = []
+        rows, seen_splits = [], set()
         for number, row in enumerate(reader, 2):
+            if only_split and row.get("split"):
+                seen_splits.add(row["split"])
+                if row["split"] != split:
+                    continue
             try:
                 fields = dict(row, split=row.get("split") or split,
                               time_start=int(float(row["time_start"])), time_end=int(float(row["time_end"])))
                 rows.append((pattern.format(**fields), row["label"]))
             except (ValueError, KeyError, IndexError) as exc:
                 raise ValueError(f"{path}:{number}: cannot build a file name with path_pattern={pattern!r}: {exc}") from None
+    if not rows and seen_splits:
+        raise ValueError(f"Kinetics CSV {path} has no rows of split '{split}' (its split column has "
+                         f"{sorted(seen_splits)}); name the splits with data.train_split / data.val_split")
     if not rows:
         raise ValueError(f"Kinetics CSV {path} has no rows")
     return rows
+
+
+def _one_csv(cfg: DataConfig) -> bool:
+    """True when one Kinetics CSV holds every split (its rows are then chosen by their split column)."""
+    return "{split}" not in cfg.csv_file
 
 
 def _list_classes(cfg: DataConfig, root: Path, split: str) -> list[str] | None:
@@ -140,7 +156,7 @@ def _list_classes(cfg: DataConfig, root: Path, split: str) -> list[str] | None:
         path = _annotation_path(root, cfg.csv_file, train)
         if not path.is_file():
             path = _annotation_path(root, cfg.csv_file, split)
-        return sorted({label for _, label in read_kinetics_csv(path, cfg.path_pattern, train)})
+        return sorted({label for _, label in read_kinetics_csv(path, cfg.path_pattern, train, _one_csv(cfg))})
     return None
 
 
@@ -158,7 +174,7 @@ def video_index(cfg: DataConfig, root: Path, split: str) -> SampleIndex:
             raise ValueError(f"list file for split {split!r} has label {max(bad)} but only {len(classes)} classes")
         index = SampleIndex(root, [p for p, _ in rows], [label for _, label in rows], classes)
     elif cfg.kind == "kinetics_csv":
-        rows = read_kinetics_csv(_annotation_path(root, cfg.csv_file, split), cfg.path_pattern, split)
+        rows = read_kinetics_csv(_annotation_path(root, cfg.csv_file, split), cfg.path_pattern, split, _one_csv(cfg))
         _check_classes(sorted({label for _, label in rows}), classes, cfg.csv_file.format(split=split))
         lookup = {name: i for i, name in enumerate(classes)}
         index = SampleIndex(root, [p for p, _ in rows], [lookup[label] for _, label in rows], classes)
