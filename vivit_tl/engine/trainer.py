@@ -1,8 +1,8 @@
 """The training loop: config -> data -> model -> optimiser -> loop -> eval -> save.
 
-accelerate drives devices and processes (CPU, one GPU, DDP on many GPUs or nodes; FSDP and DeepSpeed
-are untested: the model files assume full parameters on every process;
-mixed precision, gradient accumulation, ``torch.compile``). A run directory holds everything
+accelerate drives devices and processes (CPU, one GPU, DDP on many GPUs or nodes, mixed precision,
+gradient accumulation, ``torch.compile``; FSDP and DeepSpeed are untested: the model files assume the
+full parameters on every process). A run directory holds everything
 (see :mod:`vivit_tl.checkpoint`); a run killed at any moment resumes from its latest checkpoint
 with the same weights, optimiser, schedule, RNG states and position inside the epoch, so it ends
 bit-identical to an uninterrupted run (same hardware and process count).
