@@ -99,6 +99,9 @@ def test_plain_safetensors_is_not_a_model_file(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(UserError, match="not a vivit-tl model file"):
         load_model_file(tmp_path)
+    (tmp_path / "demo.pt2").write_bytes(b"PK\x03\x04" + bytes(200))  # e.g. an exported program (a zip)
+    with pytest.raises(UserError, match="demo.pt2 is not a model file .*torch.export.load"):
+        load_model_file(tmp_path / "demo.pt2")
 
 
 def test_kill_during_save_keeps_previous_model_file(tmp_path, monkeypatch):

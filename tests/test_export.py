@@ -79,3 +79,17 @@ def test_model_file_from_transformers_folder(tmp_path):
     with pytest.raises(UserError, match="3 class names for a model with 2 classes"):
         load_tool("export").main([str(tmp_path / "hf"), "--out", str(tmp_path / "m2"),
                                   "--classes", str(tmp_path / "names.txt")])
+
+
+def test_a_training_checkpoint_is_a_clear_error(tmp_path):
+    """Not handed to the pretrained-weights converter (whose error would ask for options export.py lacks)."""
+    from safetensors.torch import save_file
+
+    export = load_tool("export")
+    step = tmp_path / "checkpoints" / "step_00000010"
+    step.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(step / "model.safetensors"))
+    (step / "train_state.json").write_text("{}")
+    for spec in (step, step / "model.safetensors"):
+        with pytest.raises(UserError, match="training checkpoints .* resume with tools/train.py --resume"):
+            export.load_any(str(spec))

@@ -175,6 +175,14 @@ def test_two_processes_train_save_and_evaluate_like_one(tiny):
     assert [line.rsplit(",", 3)[0] for line in p1] == [line.rsplit(",", 3)[0] for line in p2]
     assert all(line.endswith(",2") for line in p1[1:])  # each video: exactly its 2 views
 
+    # the same videos as a plain class folder (no generator meta.json): read as a video folder
+    plain = run_dir / "plain_folder"
+    shutil.copytree(Path(data) / "val", plain / "val")
+    three = run_tool(*common[:2], str(plain), *common[3:], "--out", str(run_dir / "eval3"))
+    assert three.returncode == 0, three.stderr[-3000:]
+    assert "reading it as data.kind=video_folder" in three.stdout
+    assert json.loads((run_dir / "eval3" / "report.json").read_text())["top1"] == r1["top1"]
+
 
 def test_bad_training_files_are_counted_over_all_processes(tiny, tmp_path):
     data = tmp_path / "data"

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vivit_tl.checkpoint import load_model_file
     from vivit_tl.config import override_dataclass
-    from vivit_tl.data import DataConfig, build_dataset
+    from vivit_tl.data import DataConfig, build_dataset, synthetic
     from vivit_tl.engine.distributed import make_accelerator, set_cpu_threads
     from vivit_tl.engine.evaluation import evaluate, pct, write_report
     from vivit_tl.engine.loader import build_eval_loader
@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     data_cfg = DataConfig.from_dict({**info["data_config"], "root": str(data_root), "archive": None,
                                      "classes": info["classes"]})
     data_cfg = override_dataclass(data_cfg, args.overrides, "data")
+    if data_cfg.kind == "synthetic" and not synthetic.is_complete(data_root):
+        # a model trained on the generated dataset, evaluated on a folder of the same layout
+        print(f"{data_root} is not a generated synthetic dataset (no meta.json): reading it as "
+              "data.kind=video_folder")
+        data_cfg = override_dataclass(data_cfg, ["kind=video_folder"], "data")
     split = args.split or data_cfg.val_split
     accelerator = make_accelerator()
     set_cpu_threads(None, accelerator.state)

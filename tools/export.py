@@ -55,14 +55,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_any(spec: str, tubelet_init: str = "central_frame") -> tuple[torch.nn.Module, dict[str, Any]]:
     """A model in eval mode and its description (``model_config``, ``classes``, ``data_config``) from a
     vivit-tl model file, or from a pretrained spec (then ``classes``/``data_config`` may be None)."""
-    from vivit_tl.checkpoint import load_model_file, read_model_info, resolve_model_file
+    from vivit_tl.checkpoint import TRAIN_STATE_NAME, load_model_file, read_model_info, resolve_model_file
     from vivit_tl.pretrained import pretrained_model
 
     try:
         read_model_info(resolve_model_file(spec))  # a vivit-tl model file: rebuilt with its description
         return load_model_file(spec)
     except (FileNotFoundError, UserError):
-        pass
+        path = Path(spec)
+        if (path / TRAIN_STATE_NAME).is_file() or (path.parent / TRAIN_STATE_NAME).is_file():
+            raise  # a training checkpoint: the error says where the run's model file is
     model, report = pretrained_model(spec, tubelet_init=tubelet_init)
     print(report.summary())
     info = {"model_config": model.config.to_dict(), "classes": report.classes, "data_config": None,

@@ -194,6 +194,9 @@ def read_model_info(weights: str | Path) -> dict[str, Any]:
         with safe_open(str(weights), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError) as exc:
+        if weights.suffix != ".safetensors":
+            raise UserError(f"{weights} is not a model file (expected a folder with {WEIGHTS_NAME}, e.g. runs/<name>/best;"
+                            f" exported .pt2 programs load with torch.export.load): {exc}") from None
         raise UserError(f"{weights} is corrupt or truncated: {exc}") from None
     if META_KEY not in metadata:
         raise UserError(
