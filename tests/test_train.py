@@ -350,3 +350,13 @@ def test_cpu_threads_default_to_the_cores_per_local_process(monkeypatch):
             set_cpu_threads(0, state)
     finally:
         torch.set_num_threads(before)
+
+
+def test_resume_followed_by_an_override_is_not_a_path():
+    from viz_utils import load_tool
+
+    parse = load_tool("train").parse_args
+    args = parse(["--resume", "run.name=x", "optim.epochs=1"])
+    assert (args.resume, args.overrides) == (True, ["run.name=x", "optim.epochs=1"])
+    assert parse(["--resume", "runs/demo", "optim.epochs=1"]).resume == "runs/demo"
+    assert parse(["optim.epochs=1", "--resume"]).resume is True and parse([]).resume is False

@@ -26,6 +26,7 @@ uses its saved config.yaml, with the overrides given now applied on top.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import shlex
 
 from vivit_tl.errors import run_cli
@@ -43,7 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kill-after-steps", type=int, default=None, metavar="N",
                         help="testing aid: SIGKILL the process right after optimizer step N (simulates a crash)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
-    return parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if isinstance(args.resume, str) and "=" in args.resume and not Path(args.resume).exists():
+        # `--resume run.name=x`: a bare --resume followed by an override, not a PATH
+        args.overrides.insert(0, args.resume)
+        args.resume = True
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
