@@ -157,3 +157,18 @@ def test_out_of_range_optim_and_run_values_are_user_errors(override, message):
     with pytest.raises(UserError, match=message):
         load_config(None, [override])
     load_config(None, ["optim.eval_batch_size=null", "run.cpu_threads=null"])  # None: automatic
+
+
+def test_run_cli_turns_user_errors_and_ctrl_c_into_one_line(monkeypatch, capsys):
+    from vivit_tl.errors import run_cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("VIVIT_TL_DEBUG", raising=False)
+    for main, status, line in ((interrupted, 130, "interrupted"), (lambda: load_config(None, ["optim.lrr=1"]), 2,
+                                                                     "error: unknown config key 'optim.lrr'")):
+        with pytest.raises(SystemExit) as info:
+            run_cli(main)
+        assert info.value.code == status
+        assert capsys.readouterr().err.startswith(line)

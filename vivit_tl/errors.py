@@ -12,7 +12,8 @@ class UserError(ValueError):
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run a tool's ``main``; print user errors as ``error: <message>`` and exit with status 2.
+    """Run a tool's ``main``; print user errors as ``error: <message>`` and exit with status 2, and Ctrl-C
+    as ``interrupted`` with status 130.
 
     Set ``VIVIT_TL_DEBUG=1`` to see the full traceback instead.
     """
@@ -24,4 +25,9 @@ def run_cli(main: Callable[[], object]) -> None:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: training resumes from its latest checkpoint (tools/train.py --resume)
+        if os.environ.get("VIVIT_TL_DEBUG"):
+            raise
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(result if isinstance(result, int) else 0)
