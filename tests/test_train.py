@@ -205,6 +205,7 @@ def test_missing_data_folder_is_one_line_error(tiny, tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "no_such_folder" in lines[0], result.stderr
+    assert not any(tmp_path.glob("*/config.yaml"))  # the failed run left no run folder behind
 
 
 @pytest.mark.parametrize("name, damage", [

@@ -451,13 +451,20 @@ def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: lis
         check_model_config(cfg)
     if resume is not False and checkpoint is None:
         state.print(f"nothing to resume in {run_dir}: starting a new run there")
+    created = not run_dir.exists()
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         CheckpointDir(run_dir / CHECKPOINTS_DIR).clean_partial()
         cfg.save(run_dir / CONFIG_NAME)
     state.wait_for_everyone()
     state.print(f"run directory: {run_dir}")
-    return Trainer(cfg, run_dir, checkpoint, kill_after_steps).fit()
+    try:
+        return Trainer(cfg, run_dir, checkpoint, kill_after_steps).fit()
+    except BaseException:
+        # a run that failed before writing anything (a missing data folder, bad init_from, ...) leaves no folder
+        if state.is_main_process and created and [p.name for p in run_dir.iterdir()] == [CONFIG_NAME]:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
