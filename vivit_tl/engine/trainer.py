@@ -368,7 +368,8 @@ class Trainer:
         top1 = metrics.get("val/top1")
         self.accelerator.print(
             f"epoch {self.epoch}: val top-1 {pct(top1)}, top-5 {pct(metrics.get('val/top5'))} "
-            f"({summary['num_evaluated']} videos, {summary['num_unreadable']} unreadable)"
+            f"({summary['num_evaluated']} {'videos' if self.cfg.data.is_video else 'images'}, "
+            f"{summary['num_unreadable']} unreadable)"
             + (f"; {substituted} training clips replaced (bad files, see the warnings)" if substituted else "")
         )
         best = self.best.get("val/top1")
