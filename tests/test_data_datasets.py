@@ -20,7 +20,7 @@ def folder_cfg(root, **overrides) -> DataConfig:
 
 
 def test_config_from_dict_validates_and_round_trips():
-    with pytest.raises(ValueError, match=r"unknown data config key\(s\) \['num_frame'\]; valid keys: \[.*'num_frames'"):
+    with pytest.raises(ValueError, match=r"unknown data config key\(s\) \['num_frame'\] \(did you mean 'num_frames'\?\); valid keys: \[.*'num_frames'"):
         DataConfig.from_dict({"num_frame": 8})
     with pytest.raises(ValueError, match="unknown data preset 'kinetic'"):
         DataConfig.from_dict({"preset": "kinetic"})

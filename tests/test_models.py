@@ -161,8 +161,8 @@ def test_bad_inputs_and_names_raise_clear_errors():
         model(torch.randn(1, 1, 4, 32, 32))
     with pytest.raises(ValueError, match="unknown model 'vivit_zz'.*vivit_b16x2"):
         create_model("vivit_zz")
-    with pytest.raises(ValueError, match=r"unknown model config field\(s\) \['widht'\].*embed_dim"):
-        create_model("vivit_b16x2", widht=3)
+    with pytest.raises(ValueError, match=r"unknown model config key\(s\) \['dept'\] \(did you mean 'depth'\?\); valid"):
+        create_model("vivit_b16x2", dept=3)
     with pytest.raises(ValueError, match=r"unknown model config key\(s\) \['widht'\]; valid keys: \[.*embed_dim"):
         ModelConfig.from_dict({"widht": 3})
 

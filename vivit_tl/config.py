@@ -22,7 +22,6 @@ suggests the closest valid key and lists the valid ones. ``num_classes``, ``num_
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 import yaml
 
 from vivit_tl.data import DataConfig
-from vivit_tl.errors import UserError
+from vivit_tl.errors import UserError, did_you_mean
 from vivit_tl.models import ModelConfig, list_models
 
 #: Model fields that the trainer derives from the data; the model section may only repeat them.
@@ -329,10 +328,9 @@ def _check_key(key: str, valid: Sequence[str], what: str, prefix: str = "") -> N
     """Raise ``unknown config key 'optim.lrr' (did you mean 'optim.lr'?); valid keys in optim: ...``."""
     if key in valid:
         return
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
     where = f" in {prefix.rstrip('.')}" if prefix else ""
-    raise UserError(f"unknown {what} '{prefix}{key}'{hint}; valid {what}s{where}: {', '.join(valid)}")
+    raise UserError(f"unknown {what} '{prefix}{key}'{did_you_mean(key, valid, prefix)}; valid {what}s{where}: "
+                    f"{', '.join(valid)}")
 
 
 def _plain(value: Any) -> Any:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 
 class UserError(ValueError):
     """A problem with the user's input (config, paths, files): shown as one line, no traceback."""
+
+
+def did_you_mean(key: str, valid: Sequence[str], prefix: str = "") -> str:
+    """`` (did you mean 'optim.lr'?)`` for the valid key closest to a misspelt one, else ``""``."""
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
 def run_cli(main: Callable[[], object]) -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vivit_tl.errors import did_you_mean
+
 VIDEO_KINDS = ("synthetic", "video_folder", "video_list", "kinetics_csv")
 IMAGE_KINDS = ("cifar10", "image_folder")
 KINDS = VIDEO_KINDS + IMAGE_KINDS
@@ -39,7 +41,7 @@ def reject_unknown_keys(cls: type, d: dict[str, Any], what: str) -> None:
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(d) - set(valid))
     if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown}; valid keys: {valid}")
+        raise ValueError(f"unknown {what}(s) {unknown}{did_you_mean(unknown[0], valid)}; valid keys: {valid}")
 
 
 def default_cache_dir() -> Path:

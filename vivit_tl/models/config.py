@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from vivit_tl.errors import did_you_mean
+
 MODEL_TYPES = ("joint", "factorised_encoder", "factorised_self_attention", "factorised_dot_product")
 POOLS = ("cls", "gap")
 TOKENIZERS = ("tubelet", "t2t")
@@ -115,7 +117,8 @@ class ModelConfig:
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:
-            raise ValueError(f"unknown model config key(s) {unknown}; valid keys: {valid}")
+            raise ValueError(f"unknown model config key(s) {unknown}{did_you_mean(unknown[0], valid)}; "
+                             f"valid keys: {valid}")
         cfg = cls(**d)
         cfg.validate()
         return cfg
