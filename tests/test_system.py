@@ -42,8 +42,20 @@ def test_the_smallest_quota_of_the_cgroup_and_its_ancestors_counts(cgroups, tmp_
     assert system.cgroup_cpu_limit() == 4
     (cgroups / "system.slice" / "cpu.max").write_text("300000 100000\n")
     assert system.cgroup_cpu_limit() == 3
-    system.PROC_CGROUP.write_text("12:cpu,cpuacct:/x\n")  # cgroup v1 only: its quotas are not read
+
+
+def test_cgroup_v1_quota(cgroups):
+    """cgroup v1 (cpu.cfs_quota_us / cpu.cfs_period_us under the cpu controller), e.g. older Docker hosts."""
+    container = cgroups / "cpu" / "docker" / "abc"
+    container.mkdir(parents=True)
+    system.PROC_CGROUP.write_text("12:pids:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n")
+    (container / "cpu.cfs_quota_us").write_text("-1\n")
+    (container / "cpu.cfs_period_us").write_text("100000\n")
     assert system.cgroup_cpu_limit() is None
+    (container / "cpu.cfs_quota_us").write_text("250000\n")
+    assert system.cgroup_cpu_limit() == 3
+    (cgroups / "cpu.max").write_text("200000 100000\n")  # a v2 quota as well: the smaller counts
+    assert system.cgroup_cpu_limit() == 2
 
 
 def test_usable_cpus_is_the_affinity_capped_by_the_quota(monkeypatch, cgroups):

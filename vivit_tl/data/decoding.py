@@ -234,7 +234,7 @@ def decoder_threads(requested: int | None) -> int:
 
     pytorchvideo's decord reader (and decord's own default) let FFmpeg choose, min(CPUs + 1, 16) in
     every reader, which oversubscribes the CPU as soon as there are several workers. The usable CPUs
-    include a container's cgroup v2 CPU quota (:func:`vivit_tl.system.usable_cpus`).
+    include a container's CPU quota (cgroup v1 or v2) (:func:`vivit_tl.system.usable_cpus`).
     """
     if requested is not None:
         return requested
