@@ -409,7 +409,9 @@ class Trainer:
                      **self.clock_record(), "epoch": self.epoch}, step=self.global_step)
         acc.wait_for_everyone()
         root = dataset_root(cfg.data)
-        example = root / dataset.video_names[0] if dataset.video_names and cfg.data.kind != "cifar10" else None
+        bad = {name for name, _ in dataset.bad_files()}  # the example for tools/visualize.py must be readable
+        readable = [name for name in dataset.video_names if name not in bad]
+        example = root / readable[0] if readable and cfg.data.kind != "cifar10" else None
         return TrainOutcome(self.run_dir, model_dir, split, report, self.best.get("val/top1"), report_dir, root, example,
                             cfg.data.num_frames)
 
