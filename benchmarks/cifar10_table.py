@@ -221,6 +221,7 @@ def read_run(run_dir: Path, expected) -> dict[str, Any] | None:
         wall, source = timing["wall_time_s"], timing.get("source", "launcher")
     else:
         wall, source = report_path.stat().st_mtime - config_path.stat().st_mtime, "file times"
+    run_config = flat_config(saved)
     best_val = None
     best_meta = run_dir / "best" / "model.json"
     if best_meta.is_file():
@@ -234,8 +235,8 @@ def read_run(run_dir: Path, expected) -> dict[str, Any] | None:
         "wall_time_s": wall,
         "wall_time_source": source,
         "machine": timing.get("machine"),
-        "run_config": flat_config(saved),
-        "config_differences": config_differences(flat_config(expected), flat_config(saved)),
+        "run_config": run_config,
+        "config_differences": config_differences(flat_config(expected), run_config),
         "finished": datetime.datetime.fromtimestamp(report_path.stat().st_mtime).isoformat(timespec="seconds"),
     }
 

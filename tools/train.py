@@ -26,8 +26,8 @@ uses its saved config.yaml, with the overrides given now applied on top.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import shlex
+from pathlib import Path
 
 from vivit_tl.errors import run_cli
 
