@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,44 @@ def test_keras_token_learner_placement():
     """Keras applies the TokenLearner after block i == L // 2 = 2 of 4: blocks see 64, 64, 64, then S tokens."""
     cost = model_cost("vit_cifar_tl8")
     assert cost["tokens_per_block"] == [64, 64, 64, 8]
+
+
+def test_keras_init_uses_keras_glorot_fans():
+    """weight_init='keras': each kernel is U(+-sqrt(6 / (fan_in + fan_out))) with the fans Keras computes from its
+    own kernel shape (rank > 2: the leading dims multiply both fans), biases 0, positions Embedding's U(+-0.05)."""
+    def glorot(fan_in: int, fan_out: int) -> float:
+        return math.sqrt(6 / (fan_in + fan_out))
+
+    bounds = {  # parameter name ending -> bound from the Keras layer's kernel shape
+        "tokenizer.proj.weight": glorot(6 * 6 * 3, 6 * 6 * 128),  # Conv2D kernel (6, 6, 3, 128)
+        "pos.pos_embed": 0.05,
+        "attn.qkv.weight": glorot(4 * 128, 128 * 128),  # query/key/value EinsumDense (128, 4, 128), checked apart
+        "attn.proj.weight": glorot(128 * 4, 128 * 4),  # output EinsumDense (4, 128, 128)
+        "mlp.fc1.weight": glorot(128, 256),  # Dense (128, 256)
+        "mlp.fc2.weight": glorot(256, 128),
+        "token_learner.attention.0.weight": glorot(3 * 3 * 128, 3 * 3 * 8),  # Conv2D (3, 3, 128, 8)
+        "head.weight": glorot(128, 10),
+    }
+    for s in (2, 4, 6):
+        bounds[f"token_learner.attention.{s}.weight"] = glorot(3 * 3 * 8, 3 * 3 * 8)  # Conv2D (3, 3, 8, 8)
+    torch.manual_seed(0)
+    model = create_model("vit_cifar_tl8", weight_init="keras")
+    checked = set()
+    for name, param in model.named_parameters():
+        if name.endswith("bias") or ".norm" in name:
+            assert param.eq(0 if name.endswith("bias") else 1).all(), name
+            continue
+        key = next(k for k in bounds if name.endswith(k))
+        checked.add(key)
+        for part in (param.chunk(3) if key == "attn.qkv.weight" else [param]):
+            bound = bounds[key]
+            assert 0.95 * bound < part.abs().max() <= bound, name
+            assert part.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1), name  # uniform's std
+    assert checked == set(bounds)
+    default = create_model("vit_cifar_tl8")
+    assert default.encoder.blocks[0].mlp.fc1.weight.std().item() == pytest.approx(0.02, rel=0.15)
+    with pytest.raises(ValueError, match="weight_init"):
+        create_model("vit_cifar", weight_init="glorot")
 
 
 def test_other_input_sizes_resample_positions():

@@ -15,6 +15,7 @@ TOKEN_LEARNERS = ("none", "v1", "v1.1")
 PLACEMENTS = ("once", "fuse")
 TL_POOLS = ("sum", "mean")
 GELU_APPROXIMATIONS = ("none", "tanh")
+WEIGHT_INITS = ("trunc_normal", "keras")
 
 
 @dataclass
@@ -101,6 +102,12 @@ class ModelConfig:
     token_learner_hidden: int = 64
     """Hidden width of the v1.1 and TokenFuser MLPs."""
 
+    # --- initialisation ---
+    weight_init: str = "trunc_normal"
+    """'trunc_normal' (ViT/scenic: Linear weights and positions N(0, 0.02) truncated, convolutions PyTorch's
+    default) or 'keras' (the Keras CIFAR-10 example's defaults: Glorot-uniform kernels with Keras' fans,
+    positions U(+-0.05); see `keras_init_`)."""
+
     # --- memory ---
     grad_checkpointing: bool = False
     """Recompute each block in the backward pass (torch.utils.checkpoint, use_reentrant=False)."""
@@ -147,6 +154,7 @@ class ModelConfig:
         _choice("token_learner_placement", self.token_learner_placement, PLACEMENTS)
         _choice("token_learner_pool", self.token_learner_pool, TL_POOLS)
         _choice("gelu_approximate", self.gelu_approximate, GELU_APPROXIMATIONS)
+        _choice("weight_init", self.weight_init, WEIGHT_INITS)
         for name in ("num_classes", "num_frames", "image_size", "patch_size", "tubelet_size", "in_chans",
                      "embed_dim", "depth", "num_heads", "mlp_dim", "num_tokens", "token_learner_hidden",
                      "t2t_token_dim"):

@@ -4,6 +4,7 @@ one-frame case (``num_frames = tubelet_size = 1``), through the same code path."
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from einops import rearrange
@@ -12,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vivit_tl.models.config import ModelConfig
 from vivit_tl.models.embed import T2TEmbed, TubeletEmbed, resample_pos_embed
-from vivit_tl.models.layers import Block, FactorisedSelfAttentionBlock
+from vivit_tl.models.layers import Attention, Block, FactorisedSelfAttentionBlock
 from vivit_tl.models.token_learner import TokenFuser, build_token_learner
 
 Grid = tuple[int, int, int]
@@ -170,6 +171,8 @@ class VideoTransformer(nn.Module):
             self.encoder = Encoder(cfg, cfg.depth, token_learner=True)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
         self.apply(_init_linear)
+        if cfg.weight_init == "keras":
+            keras_init_(self)
         for module in self.modules():
             if isinstance(module, TokenFuser):
                 module.reset_token_mix()
@@ -233,3 +236,43 @@ def _init_linear(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def _glorot_uniform_(weight: torch.Tensor, fan_in: int, fan_out: int) -> None:
+    """Keras' ``glorot_uniform``: U(+-sqrt(6 / (fan_in + fan_out))), in place (``weight`` may be a slice)."""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    nn.init.uniform_(weight, -bound, bound)
+
+
+def keras_init_(model: nn.Module) -> None:
+    """Initialise ``model`` as the Keras CIFAR-10 example's layers are by default (``weight_init='keras'``).
+
+    Keras computes Glorot's fans from its own kernel shapes: ``(in, out)`` for Dense, and for a kernel of
+    rank > 2 ``shape[-2] * r`` and ``shape[-1] * r`` with ``r`` the product of the leading dims. So:
+
+    - Linear (Dense ``(in, out)``) and convolutions (Conv2D ``(k, k, in, out)``: the patch projection and
+      the TokenLearner v1 convs; fans ``(k*k*in, k*k*out)``): Glorot-uniform, zero bias;
+    - attention (``MultiHeadAttention(num_heads=h, key_dim=d)`` at width C): the query, key and value
+      EinsumDense kernels ``(C, h, d)`` have fans ``(h*C, d*C)`` (bound 0.019 for the CIFAR model, h=4,
+      d=C=128), the output kernel ``(h, d, C)`` fans ``(h*d, h*C)``;
+    - learned positions: ``Embedding``'s U(+-0.05).
+
+    LayerNorms keep ones/zeros (as Keras). Modules the Keras example has no counterpart for (T2T,
+    TokenLearner v1.1, TokenFuser) get the Dense/Conv rule.
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
+            out_dim, in_dim = module.weight.shape[:2]
+            receptive = module.weight[0, 0].numel()  # 1 for Linear, k*k for Conv2d, t*p*p for the tubelet Conv3d
+            _glorot_uniform_(module.weight, in_dim * receptive, out_dim * receptive)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    for module in model.modules():  # after the rule above, which reaches their Linear/Conv children too
+        if isinstance(module, Attention):
+            dim = module.proj.out_features
+            h, d = module.num_heads, module.head_dim
+            for part in module.qkv.weight.chunk(3):  # q, k, v rows [h*d, C] each
+                _glorot_uniform_(part, h * dim, d * dim)
+            _glorot_uniform_(module.proj.weight, h * d, h * dim)
+        if isinstance(module, PositionalTable):
+            nn.init.uniform_(module.pos_embed, -0.05, 0.05)
