@@ -12,6 +12,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from vivit_tl.engine.evaluation import EvalResult, evaluate, shuffle_frames, write_report
 from vivit_tl.engine.loader import build_eval_loader
@@ -62,6 +63,23 @@ def test_views_are_averaged_and_unreadable_videos_excluded():
     assert top3 <= 1.0
     confusion = result.confusion()
     assert confusion.sum() == 6 and confusion.trace().item() == round(top1 * 6)
+
+
+def test_evaluation_bar_inside_the_training_bar_writes_no_cursor_up(capsys):
+    """Validation runs while the training bar is open: its bar takes the training bar's line instead of a
+    second one, so closing it writes no cursor-up escape, which a log file would show glued to the line the
+    trainer prints next (``\x1b[Aepoch 0: val top-1 ...``)."""
+    dataset = ViewDataset(torch.randn(3, 1, 4), [0, 1, 2], num_views=1)
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(build_eval_loader(dataset, batch_size=2, num_workers=0))
+    train_bar = tqdm(total=4, desc="train")
+    train_bar.update(1)
+    evaluate(ReadEvidence(), loader, accelerator, num_views=1, classes=list("wxyz"), desc="val (epoch 0)")
+    train_bar.update(1)
+    train_bar.close()
+    err = capsys.readouterr().err
+    assert "val (epoch 0)" in err and "train" in err
+    assert "\x1b[A" not in err
 
 
 def test_hand_made_metrics_per_class_and_confusion():

@@ -130,7 +130,10 @@ def evaluate(
     items = 0
     was_training = model.training
     model.eval()
-    for clips, label, video_index in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_main_process):
+    # position=0: during training the bar takes the training bar's line (which redraws at its next step); a
+    # second line would be left with a cursor-up escape that log files show glued to the next printed line.
+    bar = tqdm(loader, desc=desc, leave=False, position=0, disable=not accelerator.is_main_process)
+    for clips, label, video_index in bar:
         if shuffle_frames_seed is not None:
             clips = shuffle_frames(clips, video_index, shuffle_frames_seed)
         logits = model(clips).float()
