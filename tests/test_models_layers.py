@@ -3,6 +3,8 @@ attention, tokenizers, positional resampling, and torch.compile without graph br
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -123,6 +125,27 @@ def test_factorised_self_attention_block_matches_masked_attention():
     y = y + _masked_attention(block.attn, block.norm1(y), [same_step] * 2)
     y = y + block.mlp(block.norm2(y))
     torch.testing.assert_close(block(x, num_steps=t), y)
+
+
+def test_factorised_self_attention_block_drops_each_branch_per_video():
+    """Stochastic depth keeps or drops each residual branch (time attention, space attention, MLP) for a whole
+    video: every video's output is one of the 8 keep/drop combinations (kept branches scaled by 1/keep)."""
+    t, p = 3, 5
+    block = FactorisedSelfAttentionBlock(C, 2, 8, 24, drop_path=0.5).train()
+    step, pos = torch.arange(t * p) // p, torch.arange(t * p) % p
+    same_step, same_pos = step[:, None] == step[None], pos[:, None] == pos[None]
+    torch.manual_seed(0)
+    x = torch.randn(6, t * p, C)
+    with torch.no_grad():
+        out = block(x, num_steps=t)
+        for video in range(len(x)):
+            candidates = []
+            for scales in itertools.product((0.0, 2.0), repeat=3):
+                y = x[video:video + 1]
+                y = y + scales[0] * _masked_attention(block.attn_t, block.norm_t(y), [same_pos] * 2)
+                y = y + scales[1] * _masked_attention(block.attn, block.norm1(y), [same_step] * 2)
+                candidates.append(y + scales[2] * block.mlp(block.norm2(y)))
+            assert any(torch.allclose(out[video:video + 1], y, atol=1e-5) for y in candidates), video
 
 
 def test_attention_inner_width_differs_from_embedding_width():

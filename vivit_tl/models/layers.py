@@ -147,10 +147,11 @@ class FactorisedSelfAttentionBlock(Block):
                                 kwargs.get("attn_drop", 0.0), kwargs.get("proj_drop", 0.0))
 
     def forward(self, x: torch.Tensor, num_steps: int = 1) -> torch.Tensor:
+        # Each branch is laid back out as [N, L, C] before DropPath, which drops it for a whole video (not for
+        # one spatial position or one time step, the batch rows of the factorised attentions).
         n = x.shape[0]
         xt = rearrange(x, "n (t p) c -> (n p) t c", t=num_steps)  # [N*P, T, C]
-        xt = xt + self.drop_path(self.attn_t(self.norm_t(xt)))
-        xs = rearrange(xt, "(n p) t c -> (n t) p c", n=n)  # [N*T, P, C]
-        xs = xs + self.drop_path(self.attn(self.norm1(xs)))
-        x = rearrange(xs, "(n t) p c -> n (t p) c", n=n)  # [N, L, C]
+        x = x + self.drop_path(rearrange(self.attn_t(self.norm_t(xt)), "(n p) t c -> n (t p) c", n=n))
+        xs = rearrange(x, "n (t p) c -> (n t) p c", t=num_steps)  # [N*T, P, C]
+        x = x + self.drop_path(rearrange(self.attn(self.norm1(xs)), "(n t) p c -> n (t p) c", n=n))
         return x + self.drop_path(self.mlp(self.norm2(x)))
