@@ -308,5 +308,26 @@ def test_flops_tool_json(capsys):
     with torch.device("meta"):
         assert out["params"] == sum(p.numel() for p in create_model("vivit_b16x2_tl8").parameters())
     assert out["gflops"] == pytest.approx(model_cost("vivit_b16x2_tl8", 8, 64)["gflops"])
-    with pytest.raises(ValueError, match="unknown model 'nope'"):
-        tool.main(["--model", "nope"])
+    with pytest.raises(ValueError, match="'vivit_b16x2_tl'.* is neither a registered variant .did you mean 'vivit_b16x2_tl8'"):
+        tool.main(["--model", "vivit_b16x2_tl"])
+
+
+def test_flops_tool_reads_a_trained_model_file(tmp_path, capsys):
+    """A run directory (or model folder) is counted from the config in its header, at the model's own sizes."""
+    from vivit_tl.checkpoint import save_model_file
+
+    tool = _flops_tool()
+    model = tiny_model("vivit_b16x2_tl8")
+    save_model_file(tmp_path / "run" / "best", model, classes=list("abcde"), data_config={}, step=1, epoch=0)
+    assert tool.main(["--model", str(tmp_path / "run"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    cfg = model.config
+    assert (out["model"], out["frames"], out["size"]) == (str(tmp_path / "run"), cfg.num_frames, cfg.image_size)
+    expected = count_flops(model, cfg.num_frames, cfg.image_size)
+    assert (out["params"], out["tokens_per_block"]) == (expected["params"], expected["tokens_per_block"])
+    assert out["gflops"] == pytest.approx(expected["gflops"])
+    assert tool.main(["--model", str(tmp_path / "run" / "best"), "--set", "num_tokens=4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens_per_block"][-1] == 2 * 4  # 2 time steps x 4 tokens
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        tool.main(["--model", str(tmp_path / "empty")])

@@ -1,4 +1,4 @@
-"""Parameters, GFLOPs and tokens per block of a named model.
+"""Parameters, GFLOPs and tokens per block of a named model or a trained model file.
 
 GFLOPs are multiply-adds (the ViViT / TokenLearner papers' convention), i.e. half of what
 `torch.utils.flop_counter` reports; counted on the meta device (no memory, no compute), attention
@@ -9,6 +9,7 @@ Usage:
     python tools/flops.py --model vivit_b16x2_tl8 --json      # one JSON object
     python tools/flops.py --model vivit_b16x2 --frames 16 --size 160
     python tools/flops.py --model vit_cifar --set token_learner=v1.1 --set num_tokens=4 --set token_learner_loc=3
+    python tools/flops.py --model runs/demo/best               # a model file (or its run directory)
     python tools/flops.py --all                               # a table of every variant
 """
 
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from tqdm import tqdm
 
-from vivit_tl.errors import run_cli
-from vivit_tl.models import list_models
-from vivit_tl.models.flops import model_cost
+from vivit_tl.checkpoint import read_model_info, resolve_model_file
+from vivit_tl.errors import UserError, did_you_mean, run_cli
+from vivit_tl.models import ModelConfig, list_models
+from vivit_tl.models.flops import config_cost, model_cost
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -38,10 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", help=f"a registered variant: {', '.join(list_models())}")
+    what.add_argument("--model", help=f"a registered variant ({', '.join(list_models())}) or a model file: its "
+                                      "folder (e.g. runs/<name>/best) or a run directory")
     what.add_argument("--all", action="store_true", help="every registered variant, as a table")
-    parser.add_argument("--frames", type=int, help="input frames (default: the variant's num_frames)")
-    parser.add_argument("--size", type=int, help="input frame side in pixels (default: the variant's image_size)")
+    parser.add_argument("--frames", type=int, help="input frames (default: the model's num_frames)")
+    parser.add_argument("--size", type=int, help="input frame side in pixels (default: the model's image_size)")
     parser.add_argument("--set", action="append", default=[], type=_override, metavar="KEY=VALUE",
                         help="override a ModelConfig field (VALUE parsed as JSON); repeatable")
     parser.add_argument("--json", action="store_true", help="print JSON (one object; a list with --all)")
@@ -61,11 +65,22 @@ def _summary(cost: dict) -> str:
             f"{cost['gflops']:.4g} GFLOPs (multiply-adds), tokens entering each block: {blocks}")
 
 
+def cost_of(model: str, frames: int | None, size: int | None, overrides: dict) -> dict:
+    """The cost of a registered variant, else of the model file or run directory at path ``model``."""
+    if model in list_models():
+        return model_cost(model, frames, size, **overrides)
+    if not Path(model).exists():
+        raise UserError(f"--model {model!r} is neither a registered variant{did_you_mean(model, list_models())} "
+                        "nor an existing model file or run directory (see --help)")
+    info = read_model_info(resolve_model_file(model))  # the header only: no weight is read
+    return config_cost(ModelConfig.from_dict({**info["model_config"], **overrides}), model, frames, size)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = dict(args.set)
     names = list_models() if args.all else [args.model]
-    costs = [model_cost(name, args.frames, args.size, **overrides)
+    costs = [cost_of(name, args.frames, args.size, overrides)
              for name in tqdm(names, desc="counting", disable=len(names) == 1 or args.json)]
     if args.json:
         print(json.dumps(costs if args.all else costs[0]))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 
+from vivit_tl.models.config import ModelConfig
 from vivit_tl.models.layers import Block
 from vivit_tl.models.registry import model_config
 from vivit_tl.models.vivit import VideoTransformer
@@ -70,9 +71,14 @@ def count_flops(model: VideoTransformer, frames: int, size: int, batch: int = 1)
 def model_cost(name: str, frames: int | None = None, size: int | None = None, **overrides: Any) -> dict[str, Any]:
     """`count_flops` of the named variant (built on the meta device) at ``frames`` x ``size``² (default: the
     variant's own sizes); ``overrides`` change config fields."""
-    cfg = model_config(name, **overrides)
+    return config_cost(model_config(name, **overrides), name, frames, size)
+
+
+def config_cost(cfg: ModelConfig, label: str, frames: int | None = None, size: int | None = None) -> dict[str, Any]:
+    """`count_flops` of the model ``cfg`` builds (on the meta device: no memory, no weights) at ``frames`` x
+    ``size``² (default: the config's own sizes); ``label`` names it in the result."""
     frames = cfg.num_frames if frames is None else frames
     size = cfg.image_size if size is None else size
     with torch.device("meta"):
         model = VideoTransformer(cfg)
-    return {"model": name, "frames": frames, "size": size, **count_flops(model, frames, size)}
+    return {"model": label, "frames": frames, "size": size, **count_flops(model, frames, size)}
