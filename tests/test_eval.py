@@ -72,7 +72,7 @@ def test_evaluation_bar_inside_the_training_bar_writes_no_cursor_up(capsys):
     dataset = ViewDataset(torch.randn(3, 1, 4), [0, 1, 2], num_views=1)
     accelerator = Accelerator(cpu=True)
     loader = accelerator.prepare(build_eval_loader(dataset, batch_size=2, num_workers=0))
-    train_bar = tqdm(total=4, desc="train")
+    train_bar = tqdm(total=4, desc="train", position=0)
     train_bar.update(1)
     evaluate(ReadEvidence(), loader, accelerator, num_views=1, classes=list("wxyz"), desc="val (epoch 0)")
     train_bar.update(1)

@@ -14,6 +14,7 @@ import torch
 from vivit_tl.models import ModelConfig, VideoTransformer, build_model, create_model, list_models, model_config
 from vivit_tl.models.flops import count_flops, model_cost
 from vivit_tl.models.registry import VARIANTS
+from vivit_tl.models.token_learner import TokenFuser
 
 # Video variants shrink to 2x2 tubelets of 8 px over 4 frames at 32 px, width 32, 3 blocks.
 TINY_VIDEO = dict(depth=3, temporal_depth=1, embed_dim=32, num_heads=2, mlp_dim=48, num_frames=4, image_size=32,
@@ -157,6 +158,15 @@ def test_keras_init_uses_keras_glorot_fans():
             assert 0.95 * bound < part.abs().max() <= bound, name
             assert part.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1), name  # uniform's std
     assert checked == set(bounds)
+    # head width d != width C, a 2-frame tubelet, TokenFusers (C=32, h=2, d=8, tubelet 2x8x8)
+    model = tiny_model("vivit_b16x2_tl8_fuse", head_dim=8, weight_init="keras")
+    attn = model.encoder.blocks[0].attn
+    for part, bound in [*[(q, glorot(2 * 32, 8 * 32)) for q in attn.qkv.weight.chunk(3)],
+                        (attn.proj.weight, glorot(2 * 8, 2 * 32)),
+                        (model.tokenizer.proj.weight, glorot(3 * 2 * 8 * 8, 32 * 2 * 8 * 8))]:
+        assert 0.9 * bound < part.abs().max() <= bound
+    fusers = [m for m in model.modules() if isinstance(m, TokenFuser)]
+    assert fusers and all(f.token_mix.weight.eq(0).all() for f in fusers)  # fused layers start as the identity
     default = create_model("vit_cifar_tl8")
     assert default.encoder.blocks[0].mlp.fc1.weight.std().item() == pytest.approx(0.02, rel=0.15)
     with pytest.raises(ValueError, match="weight_init"):

@@ -257,8 +257,9 @@ def keras_init_(model: nn.Module) -> None:
       d=C=128), the output kernel ``(h, d, C)`` fans ``(h*d, h*C)``;
     - learned positions: ``Embedding``'s U(+-0.05).
 
-    LayerNorms keep ones/zeros (as Keras). Modules the Keras example has no counterpart for (T2T,
-    TokenLearner v1.1, TokenFuser) get the Dense/Conv rule.
+    LayerNorms keep ones/zeros (as Keras). Modules the Keras example has no counterpart for (T2T, whose fused
+    qkv counts as one Dense; TokenLearner v1.1; TokenFuser) get the Dense/Conv rule, except the TokenFuser's
+    token mixing, which stays zero (the fused layer starts as the identity); a class token keeps N(0, 1e-6).
     """
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
@@ -276,3 +277,5 @@ def keras_init_(model: nn.Module) -> None:
             _glorot_uniform_(module.proj.weight, h * d, h * dim)
         if isinstance(module, PositionalTable):
             nn.init.uniform_(module.pos_embed, -0.05, 0.05)
+        if isinstance(module, TokenFuser):
+            module.reset_token_mix()
