@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 
 class UserError(ValueError):
@@ -16,6 +17,14 @@ def did_you_mean(key: str, valid: Sequence[str], prefix: str = "") -> str:
     """`` (did you mean 'optim.lr'?)`` for the valid key closest to a misspelt one, else ``""``."""
     close = difflib.get_close_matches(key, valid, n=1)
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def reject_unknown_keys(cls: type, d: dict[str, Any], what: str) -> None:
+    """ValueError naming the keys of ``d`` that are not fields of dataclass ``cls``, listing the valid ones."""
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}{did_you_mean(unknown[0], valid)}; valid keys: {valid}")
 
 
 def run_cli(main: Callable[[], object]) -> None:

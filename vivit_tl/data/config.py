@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vivit_tl.errors import did_you_mean
+from vivit_tl.errors import reject_unknown_keys
 
 VIDEO_KINDS = ("synthetic", "video_folder", "video_list", "kinetics_csv")
 IMAGE_KINDS = ("cifar10", "image_folder")
@@ -34,14 +34,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The embedded synthetic dataset = the dataclass defaults (see DataConfig).
     "synthetic": dict(kind="synthetic"),
 }
-
-
-def reject_unknown_keys(cls: type, d: dict[str, Any], what: str) -> None:
-    """ValueError naming the keys of ``d`` that are not fields of dataclass ``cls``, listing the valid ones."""
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(d) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown}{did_you_mean(unknown[0], valid)}; valid keys: {valid}")
 
 
 def default_cache_dir() -> Path:

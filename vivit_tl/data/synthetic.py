@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from .config import reject_unknown_keys
+from vivit_tl.errors import reject_unknown_keys
 from .writer import write_video
 
 VERSION = 2

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from vivit_tl.errors import did_you_mean
+from vivit_tl.errors import reject_unknown_keys
 
 MODEL_TYPES = ("joint", "factorised_encoder", "factorised_self_attention", "factorised_dot_product")
 POOLS = ("cls", "gap")
@@ -121,11 +121,7 @@ class ModelConfig:
         """Build and validate a config; unknown keys raise ValueError listing the valid ones."""
         if not isinstance(d, dict):
             raise ValueError(f"model config must be a mapping, got {type(d).__name__}")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown model config key(s) {unknown}{did_you_mean(unknown[0], valid)}; "
-                             f"valid keys: {valid}")
+        reject_unknown_keys(cls, d, "model config key")
         cfg = cls(**d)
         cfg.validate()
         return cfg
