@@ -7,10 +7,11 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torchvision.datasets import CIFAR10
 
 from vivit_tl.data import DataConfig, build_dataset, dataset_root, prepare_dataset, read_video_views
+
+from video_utils import make_image_folder
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -72,15 +73,6 @@ def test_keras_preset_training_augmentation():
     outs = [train_transform(cfg)(as_video(image)) for _ in range(20)]
     assert all(o.shape == (1, 3, 48, 48) for o in outs)
     assert len({o.numpy().tobytes() for o in outs}) > 5  # random crops and flips
-
-
-def make_image_folder(root, splits=("train", "test"), per_class=3, classes=("cat", "dog")):
-    rng = np.random.default_rng(1)
-    for split in splits:
-        for c in classes:
-            (root / split / c).mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
 
 
 def test_image_folder_with_a_bad_image(tmp_path):

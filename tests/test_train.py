@@ -30,6 +30,7 @@ from vivit_tl.engine.loader import EpochSampler, SeededDataset
 from vivit_tl.engine.metrics_log import read_metrics
 from vivit_tl.engine.optim import build_optimizer, lr_factor, param_groups
 from vivit_tl.models import create_model
+from video_utils import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = """
@@ -182,6 +183,32 @@ def test_two_processes_train_save_and_evaluate_like_one(tiny):
     assert three.returncode == 0, three.stderr[-3000:]
     assert "reading it as data.kind=video_folder" in three.stdout
     assert json.loads((run_dir / "eval3" / "report.json").read_text())["top1"] == r1["top1"]
+
+
+def test_keras_cifar_config_trains_on_an_image_folder_as_one_frame_clips(tmp_path):
+    """The CIFAR-10 TokenLearner config, shrunk, on an image folder: the same trainer and evaluator, 1-frame clips."""
+    make_image_folder(tmp_path / "images", per_class=5)  # train: 2 x 5 (2 carved off as val), test: 2 x 5
+    trained = run_tool("tools/train.py", "--config", "cifar10_vit_tl", "data.kind=image_folder",
+                       f"data.root={tmp_path / 'images'}", "data.split_seed=0", "data.val_size=2", "data.num_workers=0",
+                       "model.embed_dim=16", "model.num_heads=2", "model.mlp_dim=32", "model.depth=2",
+                       "model.token_learner_loc=1", "model.num_tokens=2", "optim.epochs=1", "optim.batch_size=4",
+                       f"run.output_dir={tmp_path / 'runs'}")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "test: top-1" in trained.stdout and "on 10 images;" in trained.stdout
+    assert "--shuffle-frames" not in trained.stdout  # no frame order to destroy in an image
+    run_dir = tmp_path / "runs" / "cifar10_vit_tl"
+    report = json.loads((run_dir / "eval_test" / "report.json").read_text())
+    assert (report["num_evaluated"], report["views_per_video"]) == (10, 1)
+    state = json.loads(sorted((run_dir / "checkpoints").iterdir())[-1].joinpath("train_state.json").read_text())
+    assert state["global_step"] == 2  # 8 training images / batch 4
+    saved = json.loads((run_dir / "best" / "model.json").read_text())["model_config"]
+    assert (saved["num_frames"], saved["tubelet_size"], saved["token_learner"], saved["embed_dim"]) == (1, 1, "v1", 16)
+
+    evaluated = run_tool("tools/eval.py", str(run_dir / "best"), str(tmp_path / "images"), "--split", "test",
+                         "--out", str(tmp_path / "eval"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "(5 images)" in evaluated.stdout and "on 10 images x 1 views" in evaluated.stdout
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["top1"] == report["top1"]
 
 
 def test_bad_training_files_are_counted_over_all_processes(tiny, tmp_path):

@@ -1,4 +1,4 @@
-"""Helpers for data tests: tiny lossless videos, a folder dataset and every kind of bad file."""
+"""Helpers for data tests: tiny lossless videos, a folder dataset, every kind of bad file, an image folder."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from vivit_tl.data.writer import write_video
 
@@ -79,6 +80,16 @@ def make_video_folder(root: Path, classes: dict[str, int], split: str = "train",
             frames = random_frames(num_frames, size, seed=seed * 1000 + c * 100 + i)
             paths.append(write_lossless(root / split / name / f"v{i}.mp4", frames))
     return paths
+
+
+def make_image_folder(root: Path, splits=("train", "test"), per_class=3, classes=("cat", "dog")) -> None:
+    """``root/<split>/<class>/<i>.png``: random 32x32 RGB images."""
+    rng = np.random.default_rng(1)
+    for split in splits:
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
 
 
 def run_tool(name: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:

@@ -89,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     })
     width = max(len(c) for c in info["classes"])
     for name, row in report["per_class"].items():
-        print(f"  {name:<{width}}  {pct(row['top1']):>7}  ({row['count']} videos)")
+        print(f"  {name:<{width}}  {pct(row['top1']):>7}  ({row['count']} {data_cfg.samples_noun})")
     unreadable = f", {report['num_unreadable']} unreadable (excluded)" if report["num_unreadable"] else ""
     print(f"{split}{' (frames shuffled)' if suffix else ''}: top-1 {pct(report['top1'])}, "
-          f"top-5 {pct(report['top5'])} on {report['num_evaluated']} videos x {dataset.num_views} views{unreadable}")
+          f"top-5 {pct(report['top5'])} on {report['num_evaluated']} {data_cfg.samples_noun} x {dataset.num_views} views{unreadable}")
     print(f"report: {out / 'report.json'}")
     return 0
 

@@ -161,6 +161,11 @@ class DataConfig:
         return self.kind in VIDEO_KINDS
 
     @property
+    def samples_noun(self) -> str:
+        """What one sample of this dataset is called in messages: "videos" or "images"."""
+        return "videos" if self.is_video else "images"
+
+    @property
     def num_eval_clips(self) -> int:
         """Temporal clips per sample at evaluation (images have one)."""
         return self.eval_clips if self.is_video else 1

@@ -62,6 +62,7 @@ class TrainOutcome:
     data_root: Path  # the dataset folder (for tools/eval.py)
     example_file: Path | None  # one evaluation video/image (for tools/visualize.py)
     num_frames: int  # frames per clip (1: images)
+    samples_noun: str  # "videos" or "images" (DataConfig.samples_noun)
 
 
 # --------------------------------------------------------------------------- run directory
@@ -368,7 +369,7 @@ class Trainer:
         top1 = metrics.get("val/top1")
         self.accelerator.print(
             f"epoch {self.epoch}: val top-1 {pct(top1)}, top-5 {pct(metrics.get('val/top5'))} "
-            f"({summary['num_evaluated']} {'videos' if self.cfg.data.is_video else 'images'}, "
+            f"({summary['num_evaluated']} {self.cfg.data.samples_noun}, "
             f"{summary['num_unreadable']} unreadable)"
             + (f"; {substituted} training clips replaced (bad files, see the warnings)" if substituted else "")
         )
@@ -413,7 +414,7 @@ class Trainer:
         readable = [name for name in dataset.video_names if name not in bad]
         example = root / readable[0] if readable and cfg.data.kind != "cifar10" else None
         return TrainOutcome(self.run_dir, model_dir, split, report, self.best.get("val/top1"), report_dir, root, example,
-                            cfg.data.num_frames)
+                            cfg.data.num_frames, cfg.data.samples_noun)
 
 
 def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: list[str] | None = None,
