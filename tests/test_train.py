@@ -1,5 +1,5 @@
-"""End-to-end runs of tools/train.py and tools/eval.py on a tiny generated video dataset, plus the
-optimiser, schedule and reproducible-loader units they rely on.
+"""End-to-end runs of tools/train.py and tools/eval.py on a tiny generated video dataset (and on an image
+folder: the single-frame case), plus the optimiser, schedule and reproducible-loader units they rely on.
 
 The runs are subprocesses (as users run them): a real SIGKILL mid-epoch followed by ``--resume``
 must end with exactly the weights and metrics of an uninterrupted run; a 2-process
