@@ -30,6 +30,7 @@ from vivit_tl.engine.loader import EpochSampler, SeededDataset
 from vivit_tl.engine.metrics_log import read_metrics
 from vivit_tl.engine.optim import build_optimizer, lr_factor, param_groups
 from vivit_tl.models import create_model
+
 from video_utils import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]

@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model file:    {outcome.best_model} (best val top-1 "
           f"{'n/a' if outcome.best_val_top1 is None else f'{100 * outcome.best_val_top1:.2f}%'})")
     print(f"{outcome.final_split}: top-1 {pct(metrics.get('top1'))}, top-5 {pct(metrics.get('top5'))} "
-          f"on {metrics.get('num_evaluated')} {outcome.samples_noun}; report, per-class accuracy and confusion matrix in "
+          f"on {metrics.get('num_evaluated')} {outcome.data.samples_noun}; report, per-class accuracy and confusion matrix in "
           f"{outcome.report_dir}")
     print("next:")
     print(f"  python tools/eval.py {model} {shlex.quote(str(outcome.data_root))} --split {outcome.final_split}")
-    if outcome.num_frames > 1:  # the temporal control means nothing for one-frame clips (images)
+    if outcome.data.num_frames > 1:  # the temporal control means nothing for one-frame clips (images)
         print(f"  python tools/eval.py {model} {shlex.quote(str(outcome.data_root))} --split {outcome.final_split} "
               "--shuffle-frames   # control: frame order destroyed")
     if outcome.example_file:

@@ -35,7 +35,7 @@ from vivit_tl.checkpoint import (
     save_model_file,
 )
 from vivit_tl.config import DATA_DERIVED_MODEL_FIELDS, TrainConfig, load_config
-from vivit_tl.data import build_dataset, dataset_root, prepare_dataset
+from vivit_tl.data import DataConfig, build_dataset, dataset_root, prepare_dataset
 from vivit_tl.engine.distributed import make_accelerator, process_state, set_cpu_threads
 from vivit_tl.engine.evaluation import EvalResult, evaluate, pct, write_report
 from vivit_tl.engine.loader import build_eval_loader, build_train_loader
@@ -61,8 +61,7 @@ class TrainOutcome:
     report_dir: Path
     data_root: Path  # the dataset folder (for tools/eval.py)
     example_file: Path | None  # one evaluation video/image (for tools/visualize.py)
-    num_frames: int  # frames per clip (1: images)
-    samples_noun: str  # "videos" or "images" (DataConfig.samples_noun)
+    data: DataConfig  # the run's data config (frames per clip; videos or images)
 
 
 # --------------------------------------------------------------------------- run directory
@@ -414,7 +413,7 @@ class Trainer:
         readable = [name for name in dataset.video_names if name not in bad]
         example = root / readable[0] if readable and cfg.data.kind != "cifar10" else None
         return TrainOutcome(self.run_dir, model_dir, split, report, self.best.get("val/top1"), report_dir, root, example,
-                            cfg.data.num_frames, cfg.data.samples_noun)
+                            cfg.data)
 
 
 def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: list[str] | None = None,
