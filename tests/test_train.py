@@ -168,6 +168,7 @@ def test_two_processes_train_save_and_evaluate_like_one(tiny):
     r1 = json.loads((run_dir / "eval1" / "report.json").read_text())
     r2 = json.loads((run_dir / "eval2" / "report.json").read_text())
     assert (r1["processes"], r2["processes"]) == (1, 2)
+    assert "on 16 videos x 2 views" in one.stdout
     assert r1["num_items"] == r2["num_items"] == 32 and r1["num_evaluated"] == r2["num_evaluated"] == 16
     for key in ("top1", "top5", "per_class", "num_unreadable"):
         assert r1[key] == r2[key], key
@@ -208,7 +209,7 @@ def test_keras_cifar_config_trains_on_an_image_folder_as_one_frame_clips(tmp_pat
     evaluated = run_tool("tools/eval.py", str(run_dir / "best"), str(tmp_path / "images"), "--split", "test",
                          "--out", str(tmp_path / "eval"))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert "(5 images)" in evaluated.stdout and "on 10 images x 1 views" in evaluated.stdout
+    assert "(5 images)" in evaluated.stdout and "on 10 images\n" in evaluated.stdout
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["top1"] == report["top1"]
 
 

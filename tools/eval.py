@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in report["per_class"].items():
         print(f"  {name:<{width}}  {pct(row['top1']):>7}  ({row['count']} {data_cfg.samples_noun})")
     unreadable = f", {report['num_unreadable']} unreadable (excluded)" if report["num_unreadable"] else ""
+    views = f" x {dataset.num_views} views" if dataset.num_views > 1 else ""
     print(f"{split}{' (frames shuffled)' if suffix else ''}: top-1 {pct(report['top1'])}, "
-          f"top-5 {pct(report['top5'])} on {report['num_evaluated']} {data_cfg.samples_noun} x {dataset.num_views} views{unreadable}")
+          f"top-5 {pct(report['top5'])} on {report['num_evaluated']} {data_cfg.samples_noun}{views}{unreadable}")
     print(f"report: {out / 'report.json'}")
     return 0
 
