@@ -75,6 +75,60 @@ def test_keras_preset_training_augmentation():
     assert len({o.numpy().tobytes() for o in outs}) > 5  # random crops and flips
 
 
+def test_batch_crop_cuts_one_window_per_batch_and_flips_per_clip():
+    from vivit_tl.data.transforms import crop_batch
+
+    coords = torch.arange(52 * 52, dtype=torch.float32).reshape(52, 52)  # pixel value = 52 * y + x
+    clips = (coords + 10000 * torch.arange(8).view(8, 1, 1, 1, 1)).expand(8, 3, 1, 52, 52)  # clip b: + 10000 b
+    windows, flips = set(), set()
+    for seed in range(200):
+        out = crop_batch(clips, 48, hflip=True, generator=torch.Generator().manual_seed(seed))
+        assert out.shape == (8, 3, 1, 48, 48) and out.is_contiguous()
+        own = out - 10000 * torch.arange(8).view(8, 1, 1, 1, 1)  # every clip's crop in the shared coordinates
+        flipped = own[..., 0, 0] > own[..., 0, -1]  # [8, 3, 1]
+        unflipped = torch.where(flipped.view(8, 3, 1, 1, 1).expand_as(own), own.flip(-1), own)
+        assert (unflipped == unflipped[0]).all()  # one window for the whole batch
+        top, left = divmod(int(unflipped[0, 0, 0, 0, 0]), 52)
+        assert torch.equal(unflipped[0, 0, 0], coords[top:top + 48, left:left + 48])
+        windows.add((top, left))
+        flips.add(tuple(flipped[:, 0, 0].tolist()))
+    assert windows == {(t, l) for t in range(5) for l in range(5)}  # uniform over the 5 x 5 offsets
+    assert len(flips) > 100  # flips drawn per clip, not per batch
+    plain = crop_batch(clips, 48, hflip=False, generator=torch.Generator().manual_seed(0))
+    assert (plain[..., 0, 0] % 10000 < plain[..., 0, -1] % 10000).all()  # hflip=False: nothing mirrored
+
+
+def test_batch_crop_loader_is_seeded_by_the_batch_not_the_worker(tmp_path):
+    from vivit_tl.engine.loader import build_train_loader
+
+    make_image_folder(tmp_path, per_class=4)
+    cfg = DataConfig.from_preset("keras_cifar", kind="image_folder", root=str(tmp_path), val_size=0,
+                                 train_crop="batch_crop", num_workers=0)
+    train = build_dataset(cfg, "train", train=True)
+    resized = {i: train[i][0] for i in range(len(train))}  # [3, 1, 52, 52]: batch_crop only resizes items
+    assert resized[0].shape == (3, 1, 52, 52)
+
+    def batches(num_workers):
+        data = DataConfig.from_dict({**cfg.to_dict(), "num_workers": num_workers})
+        loader = build_train_loader(train, data=data, batch_size=4, seed=7)
+        loader.batch_sampler.sampler.set_epoch(1)
+        return list(loader)
+
+    serial = batches(0)
+    assert len(serial) == 2
+    for clips, labels, indices in serial:
+        assert clips.shape == (4, 3, 1, 48, 48)
+        source = torch.stack([resized[i] for i in indices.tolist()])
+        windows = {(t, l) for t in range(5) for l in range(5)
+                   if all(torch.equal(c, s[..., t:t + 48, l:l + 48]) or torch.equal(c, s[..., t:t + 48, l:l + 48].flip(-1))
+                          for c, s in zip(clips, source))}
+        assert len(windows) >= 1  # every clip of the batch is the same window of its image (or its mirror)
+    for (a, _, ia), (b, _, ib) in zip(serial, batches(2)):
+        assert torch.equal(ia, ib) and torch.equal(a, b)
+    with pytest.raises(ValueError, match="short_side must be at least image_size"):
+        DataConfig.from_preset("keras_cifar", kind="image_folder", train_crop="batch_crop", short_side=40)
+
+
 def test_image_folder_with_a_bad_image(tmp_path):
     make_image_folder(tmp_path)
     (tmp_path / "train" / "dog" / "broken.jpg").write_text("not a jpeg")

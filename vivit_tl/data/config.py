@@ -77,8 +77,10 @@ class DataConfig:
         max_tries: how many substitute samples a training item tries after a bad file.
     Transforms:
         image_size: output crop side. short_side: evaluation short-side size (train base size).
-        train_crop: 'scale_jitter' (short side to short_side * U(scale_jitter), random crop) or
-            'random_resized_crop' (area ``rrc_scale``, aspect ``rrc_ratio``).
+        train_crop: 'scale_jitter' (short side to short_side * U(scale_jitter), random crop),
+            'random_resized_crop' (area ``rrc_scale``, aspect ``rrc_ratio``) or 'batch_crop' (the
+            whole frame to short_side x short_side, then one random crop window shared by the
+            process's batch, flips per clip: Keras 2.7's RandomCrop, current when the Keras example was made).
         hflip: random horizontal flip at training. mean/std: normalisation after scaling to
             [0, 1] (None = no normalisation).
         eval_resize: 'short_side' (resize short side, then crops) or 'full' (resize the whole
@@ -186,7 +188,7 @@ class DataConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first bad field value."""
         choices = {"kind": KINDS, "short_video": ("loop", "pad"), "decoder": ("auto", "decord", "pyav"),
-                   "train_crop": ("scale_jitter", "random_resized_crop"),
+                   "train_crop": ("scale_jitter", "random_resized_crop", "batch_crop"),
                    "eval_resize": ("short_side", "full")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -199,6 +201,9 @@ class DataConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"data config {name}={value!r} must be a positive integer"
                                  + (" or null (automatic)" if name == "num_threads" else ""))
+        if self.train_crop == "batch_crop" and self.short_side < self.image_size:
+            raise ValueError(f"data config train_crop='batch_crop' crops image_size={self.image_size} out of "
+                             f"short_side={self.short_side}: short_side must be at least image_size")
         if self.eval_crops not in (1, 3):
             raise ValueError(f"data config eval_crops={self.eval_crops!r} must be 1 or 3")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:

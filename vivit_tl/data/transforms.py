@@ -1,7 +1,9 @@
 """Clip transforms with ``torchvision.transforms.v2`` on video tensors ``[F, 3, H, W]``.
 
 Training: scale jitter (short side to ``short_side * U(scale_jitter)``) + random crop, or random
-resized crop; optional horizontal flip; scale to [0, 1]; optional mean/std normalisation.
+resized crop; optional horizontal flip; scale to [0, 1]; optional mean/std normalisation. With
+``train_crop='batch_crop'`` a clip is only resized here, and :func:`crop_batch` crops and flips the
+collated batch.
 Evaluation: short-side resize then a centre crop or 3 crops (left/centre/right along the long
 side), or ``eval_resize='full'``: the whole frame resized to ``image_size`` square (Keras preset).
 Outputs are float ``[3, F, H, W]``.
@@ -22,6 +24,8 @@ from .config import DataConfig
 
 def train_transform(cfg: DataConfig) -> v2.Compose:
     """Random spatial augmentation of a uint8 video ``[F, 3, H, W]`` (still uint8)."""
+    if cfg.train_crop == "batch_crop":  # cropped and flipped later, per batch: crop_batch
+        return v2.Compose([v2.Resize([cfg.short_side, cfg.short_side], antialias=True)])
     if cfg.train_crop == "random_resized_crop":
         ops: list[v2.Transform] = [v2.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.rrc_scale),
                                                         ratio=tuple(cfg.rrc_ratio), antialias=True)]
@@ -32,6 +36,24 @@ def train_transform(cfg: DataConfig) -> v2.Compose:
     if cfg.hflip:
         ops.append(v2.RandomHorizontalFlip())
     return v2.Compose(ops)
+
+
+def crop_batch(clips: torch.Tensor, size: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Keras <= 2.8 ``RandomCrop`` then ``RandomFlip('horizontal')`` on a batch ``[B, 3, F, H, W]``:
+    one random ``size`` x ``size`` window for the whole batch, then each clip flipped with p = 0.5.
+
+    Keras 2.7, current when the Keras CIFAR-10 example and its table were made (December 2021), drew
+    one crop offset per batch (keras-team/keras#16399); Keras 2.10 crops each image on its own, as
+    ``scale_jitter`` does.
+    """
+    height, width = clips.shape[-2:]
+    top = int(torch.randint(height - size + 1, (), generator=generator))
+    left = int(torch.randint(width - size + 1, (), generator=generator))
+    out = clips[..., top:top + size, left:left + size]  # [B, 3, F, size, size]
+    if hflip:
+        flip = torch.rand(len(out), generator=generator) < 0.5
+        out = torch.where(flip.view(-1, 1, 1, 1, 1), out.flip(-1), out)
+    return out.contiguous()
 
 
 def decode_short_side(cfg: DataConfig, train: bool) -> int:

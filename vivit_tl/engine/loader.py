@@ -10,6 +10,8 @@ This is what makes a resumed run bit-identical to an uninterrupted one:
   the worker that loads it, on the number of workers or processes, or on what was loaded before.
   The caller's RNG states are restored afterwards (dropout keeps its own stream, which
   ``accelerator.save_state`` saves and restores).
+- With ``train_crop: batch_crop``, :class:`BatchCropCollate` crops each batch with an RNG seeded
+  from ``seed`` and the batch's sample indices.
 - Both loaders get their own ``torch.Generator``, so creating an iterator never draws from the
   global RNG.
 """
@@ -21,7 +23,10 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default_collate
+
+from vivit_tl.data import DataConfig
+from vivit_tl.data.transforms import crop_batch
 
 
 def mixed_seed(*keys: int) -> int:
@@ -29,7 +34,7 @@ def mixed_seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-ORDER, ITEM = 0, 1  # the two streams: epoch permutation, per-item augmentation
+ORDER, ITEM, BATCH = 0, 1, 2  # the streams: epoch permutation, per-item and per-batch augmentation
 
 
 class EpochSampler(Sampler):
@@ -90,13 +95,28 @@ class SeededDataset(Dataset):
             torch.set_rng_state(saved[2])
 
 
-def build_train_loader(dataset: Dataset, *, batch_size: int, seed: int, num_workers: int) -> DataLoader:
+class BatchCropCollate:
+    """``collate_fn`` for ``train_crop: batch_crop``: stacks ``(clip, label, index)`` items, then
+    :func:`~vivit_tl.data.transforms.crop_batch` with an RNG seeded from the run seed and the
+    batch's sample indices (so a batch is cropped alike whatever worker collates it, and on resume)."""
+
+    def __init__(self, data: DataConfig, seed: int) -> None:
+        self.size, self.hflip, self.seed = data.image_size, data.hflip, seed
+
+    def __call__(self, items: list[tuple[torch.Tensor, int, int]]) -> list[torch.Tensor]:
+        clips, labels, indices = default_collate(items)  # [B, 3, F, S, S], [B], [B]
+        generator = torch.Generator().manual_seed(mixed_seed(self.seed, BATCH, *indices.tolist()))
+        return [crop_batch(clips, self.size, self.hflip, generator), labels, indices]
+
+
+def build_train_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, seed: int) -> DataLoader:
     """Shuffled training loader over :class:`SeededDataset` keys; incomplete last batch dropped."""
     sampler = EpochSampler(len(dataset), seed)
     return DataLoader(
         SeededDataset(dataset, seed),
         batch_sampler=BatchSampler(sampler, batch_size, drop_last=True),
-        num_workers=num_workers,
+        collate_fn=BatchCropCollate(data, seed) if data.train_crop == "batch_crop" else None,
+        num_workers=data.num_workers,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),

@@ -173,9 +173,7 @@ class Trainer:
             acc.print(report.summary())
         optimizer = build_optimizer(model, cfg.optim)
         per_process = cfg.optim.batch_size
-        train_loader = build_train_loader(
-            self.train_set, batch_size=per_process, seed=cfg.run.seed, num_workers=cfg.data.num_workers
-        )
+        train_loader = build_train_loader(self.train_set, data=cfg.data, batch_size=per_process, seed=cfg.run.seed)
         val_loader = build_eval_loader(
             self.val_set, batch_size=cfg.optim.eval_batch_size or per_process, num_workers=cfg.data.num_workers
         )
