@@ -104,7 +104,7 @@ class BatchCropCollate:
         self.size, self.hflip, self.seed = data.image_size, data.hflip, seed
 
     def __call__(self, items: list[tuple[torch.Tensor, int, int]]) -> list[torch.Tensor]:
-        clips, labels, indices = default_collate(items)  # [B, 3, F, S, S], [B], [B]
+        clips, labels, indices = default_collate(items)  # [B, 3, F, short_side, short_side], [B], [B]
         generator = torch.Generator().manual_seed(mixed_seed(self.seed, BATCH, *indices.tolist()))
         return [crop_batch(clips, self.size, self.hflip, generator), labels, indices]
 
