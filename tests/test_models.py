@@ -173,6 +173,30 @@ def test_keras_init_uses_keras_glorot_fans():
         create_model("vit_cifar", weight_init="glorot")
 
 
+def test_fixed_positional_code_is_never_trained_or_decayed():
+    """learned_pos_embed=False (the Keras example's untracked Embedding): the positional tables keep their initial
+    values through AdamW steps with decay on every parameter, and are still saved; everything else trains."""
+    from vivit_tl.config import OptimConfig
+    from vivit_tl.engine.optim import build_optimizer
+
+    for name in ("vit_cifar_tl8", "vivit_b16x2_fe"):  # one table; spatial + temporal tables
+        model = tiny_model(name, learned_pos_embed=False, weight_init="keras")
+        tables = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("pos_embed")}
+        assert len(tables) == (2 if name.endswith("_fe") else 1)
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if n not in tables}
+        optimizer = build_optimizer(model, OptimConfig(lr=1e-2, weight_decay=0.1, decay_all_params=True))
+        for _ in range(2):
+            model(tiny_input(model)).logsumexp(-1).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        params = dict(model.named_parameters())
+        assert all(torch.equal(params[n], value) and params[n].grad is None for n, value in tables.items())
+        assert all(not torch.equal(params[n], value) for n, value in before.items())  # decayed and/or trained
+        assert set(tables) <= set(model.state_dict())
+        assert tables["pos.pos_embed"].abs().max() > 0.04  # Keras' U(+-0.05), not zeros
+    assert all(p.requires_grad for p in tiny_model("vit_cifar").parameters())  # the default: learned
+
+
 def test_other_input_sizes_resample_positions():
     model = tiny_model("vivit_b16x2").eval()
     for frames, size in [(2, 32), (8, 48), (4, 16)]:

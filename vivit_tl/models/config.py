@@ -83,6 +83,11 @@ class ModelConfig:
     """Dropout on the attention weights."""
     pos_drop_rate: float = 0.0
     """Dropout after adding the positional embedding."""
+    learned_pos_embed: bool = True
+    """True: the positional table is trained. False: it keeps its random initial values (no gradient, no
+    weight decay; still saved with the weights). The Keras CIFAR-10 example as run for its table (TF 2.7)
+    has the fixed kind: it called ``layers.Embedding`` on a constant ``tf.range``, which Keras evaluates once,
+    so the model holds the result as a constant and never trains it (keras-team/keras-io#688)."""
     drop_path_rate: float = 0.0
     """Stochastic depth rate of the last block (linear from 0 over depth)."""
 

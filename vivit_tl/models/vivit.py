@@ -176,6 +176,8 @@ class VideoTransformer(nn.Module):
         for module in self.modules():
             if isinstance(module, TokenFuser):
                 module.reset_token_mix()
+            if isinstance(module, PositionalTable):
+                module.pos_embed.requires_grad_(cfg.learned_pos_embed)  # False: a fixed random code
 
     @property
     def config(self) -> ModelConfig:
