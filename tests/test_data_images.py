@@ -75,6 +75,20 @@ def test_keras_preset_training_augmentation():
     assert len({o.numpy().tobytes() for o in outs}) > 5  # random crops and flips
 
 
+def test_keras_eval_resize_is_two_bilinear_steps_without_antialiasing():
+    """eval_resize='keras': Resizing(short_side) then RandomCrop's inference resize to image_size, TF's bilinear
+    (half-pixel centres, no antialiasing). Columns 0 | 200: 2 -> 4 px gives 0 50 150 200, 4 -> 2 px 25 175."""
+    from vivit_tl.data.transforms import eval_crop, eval_resize
+
+    video = torch.tensor([0, 200], dtype=torch.uint8).expand(1, 3, 2, 2)  # [F, 3, H, W]
+    cfg = DataConfig.from_preset("keras_cifar", kind="image_folder", short_side=4, image_size=2, eval_resize="keras")
+    out = eval_crop(eval_resize(video, cfg), cfg, 0)
+    assert out.dtype == torch.uint8 and out.shape == (1, 3, 2, 2) and cfg.num_views == 1
+    assert out[0, 0].tolist() == [[25, 175], [25, 175]]
+    full = DataConfig.from_dict({**cfg.to_dict(), "eval_resize": "full"})
+    assert eval_resize(video, full)[0, 0].tolist() == [[0, 200], [0, 200]]  # one step: 2 -> 2 px is the identity
+
+
 def test_batch_crop_cuts_one_window_per_batch_and_flips_per_clip():
     from vivit_tl.data.transforms import crop_batch
 

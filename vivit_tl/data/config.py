@@ -83,8 +83,10 @@ class DataConfig:
             process's batch, flips per clip: Keras 2.7's RandomCrop, current when the Keras example was made).
         hflip: random horizontal flip at training. mean/std: normalisation after scaling to
             [0, 1] (None = no normalisation).
-        eval_resize: 'short_side' (resize short side, then crops) or 'full' (resize the whole
-            frame to image_size x image_size, one view per clip).
+        eval_resize: 'short_side' (resize short side, then crops), 'full' (resize the whole
+            frame to image_size x image_size, one view per clip) or 'keras' (as 'full', in Keras'
+            two steps: the whole frame to short_side square, then to image_size, bilinear without
+            antialiasing, in float).
         eval_clips, eval_crops: K temporal clips x 1 or 3 spatial crops per video at evaluation.
     Loader: num_workers (the trainer builds its DataLoader with it).
 
@@ -174,8 +176,13 @@ class DataConfig:
 
     @property
     def num_eval_crops(self) -> int:
-        """Spatial views per clip at evaluation (``eval_resize='full'`` has one)."""
-        return 1 if self.eval_resize == "full" else self.eval_crops
+        """Spatial views per clip at evaluation (one when the whole frame is resized)."""
+        return 1 if self.eval_whole_frame else self.eval_crops
+
+    @property
+    def eval_whole_frame(self) -> bool:
+        """Evaluation resizes the whole frame to ``image_size`` square (``eval_resize`` 'full' or 'keras')."""
+        return self.eval_resize in ("full", "keras")
 
     @property
     def num_views(self) -> int:
@@ -189,7 +196,7 @@ class DataConfig:
         """Raise ValueError naming the first bad field value."""
         choices = {"kind": KINDS, "short_video": ("loop", "pad"), "decoder": ("auto", "decord", "pyav"),
                    "train_crop": ("scale_jitter", "random_resized_crop", "batch_crop"),
-                   "eval_resize": ("short_side", "full")}
+                   "eval_resize": ("short_side", "full", "keras")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"data config {name}={getattr(self, name)!r} is not one of {list(valid)}")

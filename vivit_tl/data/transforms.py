@@ -5,7 +5,8 @@ resized crop; optional horizontal flip; scale to [0, 1]; optional mean/std norma
 ``train_crop='batch_crop'`` a clip is only resized here, and :func:`crop_batch` crops and flips the
 collated batch.
 Evaluation: short-side resize then a centre crop or 3 crops (left/centre/right along the long
-side), or ``eval_resize='full'``: the whole frame resized to ``image_size`` square (Keras preset).
+side), or ``eval_resize='full'``: the whole frame resized to ``image_size`` square (Keras preset; ``'keras'``:
+the same in Keras' two steps).
 Outputs are float ``[3, F, H, W]``.
 """
 
@@ -67,10 +68,18 @@ def decode_short_side(cfg: DataConfig, train: bool) -> int:
 
 def eval_resize(video: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     """Evaluation resize of a uint8 video ``[F, 3, H, W]``: short side to ``short_side`` (zero-padded
-    to at least ``image_size``), or the whole frame to ``image_size`` square for ``eval_resize='full'``."""
+    to at least ``image_size``), or the whole frame to ``image_size`` square for ``eval_resize='full'``.
+
+    ``eval_resize='keras'`` is what the Keras CIFAR-10 model does at inference: ``Resizing`` to
+    ``short_side`` square, then ``RandomCrop``'s inference path resizes that whole image to ``image_size``
+    (TF's bilinear resize, no antialiasing, on floats; rounded back to uint8 once at the end)."""
     size = cfg.image_size
     if cfg.eval_resize == "full":
         return TF.resize(video, [size, size], antialias=True)
+    if cfg.eval_resize == "keras":
+        side = cfg.short_side
+        resized = TF.resize(TF.resize(video.float(), [side, side], antialias=False), [size, size], antialias=False)
+        return resized.round_().clamp_(0, 255).to(torch.uint8)  # [F, 3, size, size]
     video = TF.resize(video, cfg.short_side, antialias=True)
     height, width = video.shape[-2:]
     if min(height, width) < size:

@@ -75,7 +75,7 @@ def view_box_masks(path: str | Path, cfg: DataConfig, num_steps: int, margin: fl
     clips = eval_clip_indices(len(boxes), cfg.num_frames, cfg.frame_stride, cfg.num_eval_clips,
                               cfg.short_video)  # [K, F]
     per_step = np.stack([step_boxes(boxes[clip], cfg.num_frames // num_steps) for clip in clips])  # [K, T, 4]
-    resized_short = cfg.image_size if cfg.eval_resize == "full" else cfg.short_side
+    resized_short = cfg.image_size if cfg.eval_whole_frame else cfg.short_side
     stored_margin = margin * min(width, height) / resized_short
     masks = box_masks(per_step.reshape(-1, 4), (height, width), stored_margin)  # [K * T, H, W]
     frames = np.repeat(masks.reshape(len(clips), num_steps, height, width, 1), 3, axis=-1)  # [K, T, H, W, 3]
