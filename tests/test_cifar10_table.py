@@ -65,15 +65,18 @@ def test_keras_rows_share_the_keras_recipe():
     assert (reference.optim.batch_size, reference.data.preset) == (256, "keras_cifar")
     # tfa.optimizers.AdamW(weight_decay=1e-4): see test_train.py::test_keras_cifar_configs_use_tf_addons_adamw_weight_decay
     assert (reference.optim.weight_decay, reference.optim.decay_all_params, reference.optim.eps) == (0.1, True, 1e-7)
+    tf27_model = dict(weight_init="keras", gelu_approximate="none", learned_pos_embed=False)  # see the configs
     for row_id in KERAS_RECIPE:
         cfg = load_config(CONFIG_DIR / row(row_id).config)
         assert (cfg.data, cfg.optim) == (reference.data, reference.optim), row_id
+        assert tf27_model.items() <= cfg.model.overrides.items(), row_id
 
 
 def test_plus_recipe_keeps_model_epochs_and_split():
     keras, plus = load_config(CONFIG_DIR / "cifar10_vit_tl.yaml"), load_config(CONFIG_DIR / "cifar10_vit_tl_plus.yaml")
-    assert (plus.model, plus.optim.epochs, plus.data.val_size, plus.data.split_seed) == (
-        keras.model, keras.optim.epochs, keras.data.val_size, keras.data.split_seed)
+    assert (plus.model.name, plus.optim.epochs, plus.data.val_size, plus.data.split_seed) == (
+        keras.model.name, keras.optim.epochs, keras.data.val_size, keras.data.split_seed)
+    assert plus.model.overrides == {}  # the same architecture; our initialisation and a learned positional table
     assert plus.optim.warmup_epochs > 0 and plus.optim.min_lr < plus.optim.lr  # warm-up + cosine
     assert plus.data.eval_resize == "full" and plus.data.short_side * plus.data.scale_jitter[0] == 48
 

@@ -300,8 +300,10 @@ def test_keras_cifar_configs_use_tf_addons_adamw_weight_decay():
     """SPEC §5's "AdamW lr 1e-3, weight decay 1e-4" is tfa.optimizers.AdamW: 1e-4 of every variable per
     step. PyTorch's AdamW multiplies weight_decay by lr, so the Keras rows need 0.1 on all parameters."""
     cfg = load_config(REPO / "configs" / "cifar10_vit_tl.yaml")
-    model = create_model("vit_cifar_tl8", num_classes=10)
-    params = list(model.parameters())
+    model = create_model(cfg.model.name, num_classes=10, **cfg.model.overrides)
+    params = [p for p in model.parameters() if p.requires_grad]  # all but the fixed positional code
+    fixed = model.pos.pos_embed.detach().clone()
+    assert len(params) == len(list(model.parameters())) - 1
     generator = torch.Generator().manual_seed(0)
     # Gradients of magnitude 0.5-1.5: epsilon, which Keras applies outside the bias correction, stays negligible.
     grads = [[(torch.rand(p.shape, generator=generator) + 0.5) * torch.randn(p.shape, generator=generator).sign()
@@ -315,6 +317,7 @@ def test_keras_cifar_configs_use_tf_addons_adamw_weight_decay():
     # Weight decay of 1e-7 per step (1e-4 times lr), or norms and biases left undecayed, is off by ~3e-4 here.
     for p, e in zip(params, expected):
         torch.testing.assert_close(p.detach().double(), e, rtol=0, atol=1e-6)
+    assert torch.equal(model.pos.pos_embed, fixed)  # Keras held it as a constant: neither trained nor decayed
 
 
 def test_warmup_then_cosine_schedule():
