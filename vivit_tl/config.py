@@ -22,6 +22,7 @@ suggests the closest valid key and lists the valid ones. ``num_classes``, ``num_
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,8 +38,14 @@ from vivit_tl.models import ModelConfig, list_models
 #: Model fields that the trainer derives from the data; the model section may only repeat them.
 DATA_DERIVED_MODEL_FIELDS = ("num_classes", "num_frames", "image_size")
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: The packaged configs (``vivit_tl/configs/*.yaml``; ``configs/`` in a checkout links there).
+CONFIG_DIR = Path(str(importlib.resources.files("vivit_tl") / "configs"))
 DEFAULT_CONFIG = CONFIG_DIR / "demo.yaml"
+
+
+def packaged_configs() -> dict[str, Path]:
+    """Name -> file of every packaged config (``demo``, ``kinetics400_vivit_b16x2_tl``, ...)."""
+    return {path.stem: path for path in sorted(CONFIG_DIR.glob("*.yaml"))}
 
 
 @dataclass
@@ -146,15 +153,16 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "run": Ru
 
 
 def resolve_config_path(path: str | Path | None) -> Path:
-    """``None`` -> the demo config; a bare name (``cifar10_vit_tl``) -> ``configs/<name>.yaml``."""
+    """``None`` -> the demo config; a packaged config's name (``cifar10_vit_tl``) -> its file; else a path."""
     if path is None:
         return DEFAULT_CONFIG
     candidate = Path(path)
-    if not candidate.exists() and candidate.suffix == "" and (CONFIG_DIR / f"{path}.yaml").exists():
-        candidate = CONFIG_DIR / f"{path}.yaml"
+    packaged = packaged_configs()
+    if not candidate.exists() and str(path) in packaged:
+        candidate = packaged[str(path)]
     if not candidate.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise UserError(f"config file not found: {path} (bundled configs: {known})")
+        raise UserError(f"config file not found: {path} (packaged configs: {', '.join(packaged)}; "
+                        "vivit-tl configs lists them)")
     return candidate
 
 

@@ -2,23 +2,29 @@
 
 Only the frames a clip needs are converted to RGB. Every failure becomes a `ReadError` with a
 short ``reason`` (one of `REASONS`) and the decoder's message as ``detail``.
+
+decord is optional (it has no wheels for macOS on Apple silicon nor for Linux aarch64) and is
+imported on first use. Without it, ``decoder='auto'`` reads with PyAV (logged once) and
+``decoder='decord'`` is a one-line :class:`~vivit_tl.errors.UserError` saying how to install it.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import types
 from typing import Callable
 
+import av
 import numpy as np
-import torch  # (torch must be imported before decord)
-import decord  # noqa: E402
-from decord._ffi.base import DECORDError  # noqa: E402
+import torch
+from PIL import Image, UnidentifiedImageError
 
-import av  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
+from vivit_tl.errors import UserError
+from vivit_tl.system import usable_cpus
 
-from vivit_tl.system import usable_cpus  # noqa: E402
+log = logging.getLogger("vivit_tl.data")
 
 MISSING = "missing file"
 ZERO_BYTE = "zero-byte file"
@@ -96,7 +102,33 @@ class _UnorderedTimestamps(Exception):
     """
 
 
+@functools.lru_cache(maxsize=1)
+def import_decord() -> types.ModuleType | None:
+    """The decord module, or None when it is not installed or does not load (imported once, after torch)."""
+    try:
+        import decord
+    except (ImportError, OSError) as exc:  # OSError: a wheel whose native library does not load
+        log.warning("decord is not available (%s): videos are read with PyAV", exc)
+        return None
+    return decord
+
+
+def decord_available() -> bool:
+    return import_decord() is not None
+
+
+def _require_decord() -> types.ModuleType:
+    decord = import_decord()
+    if decord is None:
+        raise UserError("data.decoder=decord but decord is not installed: pip install decord (Linux x86-64, "
+                        "Windows, macOS x86-64), or use data.decoder=pyav / auto")
+    return decord
+
+
 def _read_decord(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    decord = _require_decord()
+    from decord._ffi.base import DECORDError
+
     width, height = size or (-1, -1)
     try:
         reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads, width=width, height=height)
@@ -251,9 +283,9 @@ def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "a
     Args:
         path: video file.
         pick: frame count -> indices (any shape).
-        decoder: 'decord', 'pyav' or 'auto' (decord, then PyAV for files decord cannot read).
-            Files whose timestamps decord cannot order go to PyAV with either decord setting:
-            decord would return wrong frames for them.
+        decoder: 'decord', 'pyav' or 'auto' (decord, then PyAV for files decord cannot read;
+            PyAV alone where decord is not installed). Files whose timestamps decord cannot order go
+            to PyAV with either decord setting: decord would return wrong frames for them.
         num_threads: decoder threads (None: :func:`decoder_threads`' automatic share of the CPUs).
         max_short_side: downscale at decode time to this short side when the video is larger.
 
@@ -267,7 +299,7 @@ def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "a
     check_file(path)
     num_threads = decoder_threads(num_threads)
     size = decode_size(path, max_short_side)
-    if decoder == "pyav":
+    if decoder == "pyav" or (decoder == "auto" and not decord_available()):
         return _read_pyav(path, pick, num_threads, size)
     try:
         return _read_decord(path, pick, num_threads, size)
