@@ -1,4 +1,4 @@
-"""tools/check_dataset.py and vivit_tl.data.check: reports bad files, counts classes, deletes nothing."""
+"""vivit-tl check-dataset and vivit_tl.data.check: reports bad files, counts classes, deletes nothing."""
 
 import json
 

@@ -87,7 +87,7 @@ def test_too_many_bad_files_in_a_row_is_a_clear_error(tmp_path):
     good = make_video_folder(tmp_path / "src", {"a": 1})
     make_bad_files(tmp_path / "train" / "a", good[0])
     ds = build_dataset(folder_cfg(tmp_path, max_tries=3), "train", train=True)
-    with pytest.raises(RuntimeError, match="bad files.*check_dataset"):
+    with pytest.raises(RuntimeError, match="bad files.*check-dataset"):
         ds[0]
 
 

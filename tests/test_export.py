@@ -91,5 +91,5 @@ def test_a_training_checkpoint_is_a_clear_error(tmp_path):
     save_file({"w": torch.zeros(2)}, str(step / "model.safetensors"))
     (step / "train_state.json").write_text("{}")
     for spec in (step, step / "model.safetensors"):
-        with pytest.raises(UserError, match="training checkpoints .* resume with tools/train.py --resume"):
+        with pytest.raises(UserError, match="training checkpoints .* resume with vivit-tl train --resume"):
             export.load_any(str(spec))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import importlib
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -328,10 +327,7 @@ def test_whole_model_compiles_without_graph_breaks():
 
 
 def _flops_tool():
-    spec = importlib.util.spec_from_file_location("flops_tool", Path(__file__).parents[1] / "tools" / "flops.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("vivit_tl.cli.flops")
 
 
 def test_flops_tool_json(capsys):

@@ -28,6 +28,7 @@ from vivit_tl.config import load_config
 from vivit_tl.data import build_dataset, dataset_root, prepare_dataset
 from vivit_tl.engine.loader import EpochSampler, SeededDataset
 from vivit_tl.engine.metrics_log import read_metrics
+from vivit_tl.engine.trainer import CRASH_AFTER_STEPS_ENV
 from vivit_tl.engine.optim import build_optimizer, lr_factor, param_groups
 from vivit_tl.models import create_model
 
@@ -85,8 +86,9 @@ def tiny(tmp_path_factory) -> Path:
     return path
 
 
-def run_tool(*args: str, launch: list[str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "VIVIT_TL_DEBUG": "", "OMP_NUM_THREADS": "1"}
+def run_tool(*args: str, launch: list[str] | None = None, timeout: int = 300,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VIVIT_TL_DEBUG": "", "OMP_NUM_THREADS": "1", **(env or {})}
     command = [*(launch or [sys.executable]), *args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -104,13 +106,13 @@ def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(tiny):
     for name in ("config.yaml", "metrics.jsonl", "best/model.safetensors", "best/model.json",
                  "last/model.safetensors", "eval_val/report.json", "eval_val/confusion_matrix.png"):
         assert (full_dir / name).is_file(), name
-    assert "tools/eval.py" in full.stdout and "tools/visualize.py" in full.stdout
+    assert "vivit-tl eval" in full.stdout and "vivit-tl visualize" in full.stdout
     records = read_metrics(full_dir / "metrics.jsonl")
     assert all("step" in r and "epoch" in r for r in records)
     assert {"train/loss", "train/acc", "lr"} <= set(records[0]) and any("val/top1" in r for r in records)
 
     # 16 optimizer steps (8 per epoch); checkpoints every 3 steps: the kill after step 11 is mid-epoch 1
-    killed = run_tool("tools/train.py", "--config", str(tiny), "run.name=killed", "--kill-after-steps", "11")
+    killed = run_tool("tools/train.py", "--config", str(tiny), "run.name=killed", env={CRASH_AFTER_STEPS_ENV: "11"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     killed_dir = runs / "killed"
     latest = sorted(p.name for p in (killed_dir / "checkpoints").iterdir())[-1]

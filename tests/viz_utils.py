@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from pathlib import Path
 from types import ModuleType
 
@@ -17,11 +17,8 @@ TINY_MODEL = dict(embed_dim=32, depth=2, num_heads=2, mlp_dim=64, patch_size=8, 
 
 
 def load_tool(name: str) -> ModuleType:
-    """Import ``tools/<name>.py`` as a module (its ``main(argv)`` is then callable in-process)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO_ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The module of ``vivit-tl <name>`` (``vivit_tl.cli.<name>``; its ``main(argv)`` is callable in-process)."""
+    return importlib.import_module(f"vivit_tl.cli.{name}")
 
 
 def synthetic_config(cache_dir: Path, **overrides) -> DataConfig:

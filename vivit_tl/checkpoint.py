@@ -201,7 +201,7 @@ def read_model_info(weights: str | Path) -> dict[str, Any]:
     if META_KEY not in metadata:
         raise UserError(
             f"{weights} is not a vivit-tl model file (no '{META_KEY}' header); "
-            "training checkpoints (checkpoints/step_*) resume with tools/train.py --resume, "
+            "training checkpoints (checkpoints/step_*) resume with vivit-tl train --resume, "
             "the model file is in the run's best/ or last/ folder"
         )
     try:

@@ -17,6 +17,24 @@ model.depth=6 data.root=/data/k400``. An unknown or misspelt key is an error tha
 suggests the closest valid key and lists the valid ones. ``num_classes``, ``num_frames`` and
 ``image_size`` of the model are taken from the data (class count, ``data.num_frames``,
 ``data.image_size``); setting them in the model section to a different value is an error.
+
+Why plain dataclasses and :func:`coerce` rather than OmegaConf structured configs or pydantic: the
+config types are the dataclasses that the rest of the package already passes around and writes into
+model files (``ModelConfig``, ``DataConfig``), and their type hints say all that the conversion needs.
+Both libraries would convert the values too (checked with OmegaConf 2.4 and pydantic 2.14), but:
+
+- command-line values arrive as YAML, so ``run.name=2`` is an int: pydantic (lax mode) refuses it
+  for a ``str`` field, and both turn ``data.val_size: 10000`` into ``10000.0``, which the saved
+  ``config.yaml`` then shows;
+- every error must be one line that names the dotted key and suggests the closest valid key.
+  pydantic's errors are multi-line reports, and some of OmegaConf's carry unfilled placeholders
+  (``Value '$VALUE' of type '$VALUE_TYPE' could not be converted to Float`` for a bad tuple item),
+  so each would be caught and rewritten;
+- neither is a dependency of the package otherwise.
+
+So either would replace the ~70 lines of :func:`coerce` with about as much adaptation code plus a
+dependency. Range and consistency checks live in each dataclass's ``__post_init__``, as they would
+with either library.
 """
 
 from __future__ import annotations

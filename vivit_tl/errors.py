@@ -41,7 +41,7 @@ def run_cli(main: Callable[[], object]) -> None:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C: training resumes from its latest checkpoint (tools/train.py --resume)
+    except KeyboardInterrupt:  # Ctrl-C: training resumes from its latest checkpoint (vivit-tl train --resume)
         if os.environ.get("VIVIT_TL_DEBUG"):
             raise
         print("interrupted", file=sys.stderr)

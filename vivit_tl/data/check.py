@@ -1,6 +1,6 @@
 """Scan a dataset folder: which files are unreadable and why, and what the readable ones hold.
 
-Used by ``tools/check_dataset.py``. Reads only; never moves or deletes a file.
+Used by ``vivit-tl check-dataset``. Reads only; never moves or deletes a file.
 """
 
 from __future__ import annotations

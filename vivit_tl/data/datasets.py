@@ -160,7 +160,7 @@ class ClipDataset(Dataset):
                 self.bad.add_skip()
             return clip, self.labels[i], i
         raise RuntimeError(f"{self.cfg.max_tries + 1} samples in a row were bad files (starting at "
-                           f"{self.video_names[item]}); check the dataset with tools/check_dataset.py")
+                           f"{self.video_names[item]}); check the dataset with vivit-tl check-dataset")
 
 
     def _substitute(self) -> int:

@@ -103,22 +103,39 @@ class _UnorderedTimestamps(Exception):
 
 
 @functools.lru_cache(maxsize=1)
-def import_decord() -> types.ModuleType | None:
-    """The decord module, or None when it is not installed or does not load (imported once, after torch)."""
+def _import_decord() -> tuple[types.ModuleType | None, str]:
+    """(decord, "") or (None, why it does not import); imported once, after torch."""
     try:
         import decord
     except (ImportError, OSError) as exc:  # OSError: a wheel whose native library does not load
-        log.warning("decord is not available (%s): videos are read with PyAV", exc)
-        return None
-    return decord
+        return None, str(exc)
+    return decord, ""
 
 
 def decord_available() -> bool:
-    return import_decord() is not None
+    return _import_decord()[0] is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _pyav_instead_of_decord() -> bool:
+    """True when 'auto' means PyAV because decord is missing; says so once per process."""
+    decord, why = _import_decord()
+    if decord is None:
+        log.warning("decord is not available (%s): videos are read with PyAV", why)
+    return decord is None
+
+
+def check_decoder(decoder: str) -> None:
+    """Resolve ``decoder`` up front, in the main process: a UserError for 'decord' without decord, and
+    the one log line for 'auto' without it (DataLoader workers forked later inherit the answer)."""
+    if decoder == "decord":
+        _require_decord()
+    elif decoder == "auto":
+        _pyav_instead_of_decord()
 
 
 def _require_decord() -> types.ModuleType:
-    decord = import_decord()
+    decord, _ = _import_decord()
     if decord is None:
         raise UserError("data.decoder=decord but decord is not installed: pip install decord (Linux x86-64, "
                         "Windows, macOS x86-64), or use data.decoder=pyav / auto")
@@ -299,7 +316,7 @@ def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "a
     check_file(path)
     num_threads = decoder_threads(num_threads)
     size = decode_size(path, max_short_side)
-    if decoder == "pyav" or (decoder == "auto" and not decord_available()):
+    if decoder == "pyav" or (decoder == "auto" and _pyav_instead_of_decord()):
         return _read_pyav(path, pick, num_threads, size)
     try:
         return _read_decord(path, pick, num_threads, size)

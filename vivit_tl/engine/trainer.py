@@ -59,8 +59,8 @@ class TrainOutcome:
     final_metrics: dict[str, Any]
     best_val_top1: float | None
     report_dir: Path
-    data_root: Path  # the dataset folder (for tools/eval.py)
-    example_file: Path | None  # one evaluation video/image (for tools/visualize.py)
+    data_root: Path  # the dataset folder (for vivit-tl eval)
+    example_file: Path | None  # one evaluation video/image (for vivit-tl visualize)
     data: DataConfig  # the run's data config (frames per clip; videos or images)
 
 
@@ -131,14 +131,20 @@ def check_model_config(cfg: TrainConfig) -> None:
 
 
 # --------------------------------------------------------------------------- the run
+#: Environment variable for crash-and-resume tests: a positive N kills the process (SIGKILL) right after
+#: optimizer step N, as a power cut would. Unset or 0 in normal use.
+CRASH_AFTER_STEPS_ENV = "VIVIT_TL_CRASH_AFTER_STEPS"
+
+
 class Trainer:
     """One training run. ``Trainer(cfg, run_dir, checkpoint).fit()``."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, checkpoint: Path | None, kill_after_steps: int | None = None):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, checkpoint: Path | None):
         self.cfg = cfg
         self.run_dir = run_dir
         self.resume_from = checkpoint
-        self.kill_after_steps = kill_after_steps
+        # crash tests: SIGKILL right after this optimizer step (see CRASH_AFTER_STEPS_ENV)
+        self.crash_after_step = int(os.environ.get(CRASH_AFTER_STEPS_ENV) or 0)
         # the run's wall time, across resumes (None: resumed from a checkpoint that did not record it)
         self.clock_start, self.elapsed_before = time.monotonic(), 0.0
         trackers: list[Any] = [JsonlTracker(run_dir / METRICS_NAME)]
@@ -347,8 +353,8 @@ class Trainer:
             end_of_epoch = self.batch_in_epoch == len(self.train_loader)
             if cfg.run.save_every_steps and self.global_step % cfg.run.save_every_steps == 0 and not end_of_epoch:
                 self.save_checkpoint()
-            if self.kill_after_steps is not None and self.global_step == self.kill_after_steps:
-                os.kill(os.getpid(), signal.SIGKILL)  # testing aid: a crash right here
+            if self.global_step == self.crash_after_step:
+                os.kill(os.getpid(), signal.SIGKILL)  # a crash right here
 
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -407,15 +413,14 @@ class Trainer:
                      **self.clock_record(), "epoch": self.epoch}, step=self.global_step)
         acc.wait_for_everyone()
         root = dataset_root(cfg.data)
-        bad = {name for name, _ in dataset.bad_files()}  # the example for tools/visualize.py must be readable
+        bad = {name for name, _ in dataset.bad_files()}  # the example for vivit-tl visualize must be readable
         readable = [name for name in dataset.video_names if name not in bad]
         example = root / readable[0] if readable and cfg.data.kind != "cifar10" else None
         return TrainOutcome(self.run_dir, model_dir, split, report, self.best.get("val/top1"), report_dir, root, example,
                             cfg.data)
 
 
-def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: list[str] | None = None,
-          kill_after_steps: int | None = None) -> TrainOutcome:
+def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: list[str] | None = None) -> TrainOutcome:
     """Train (or resume) a run and evaluate its best weights.
 
     Args:
@@ -425,7 +430,6 @@ def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: lis
             A path: continue that run directory or checkpoint. A resumed run uses its saved
             ``config.yaml`` with ``overrides`` applied on top.
         overrides: the command-line overrides (re-applied to the saved config when resuming).
-        kill_after_steps: testing aid: SIGKILL the process after this optimizer step.
     """
     state = process_state()
     set_cpu_threads(cfg.run.cpu_threads, state)
@@ -460,7 +464,7 @@ def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: lis
     state.wait_for_everyone()
     state.print(f"run directory: {run_dir}")
     try:
-        return Trainer(cfg, run_dir, checkpoint, kill_after_steps).fit()
+        return Trainer(cfg, run_dir, checkpoint).fit()
     except BaseException:
         # a run that failed before writing anything (a missing data folder, bad init_from, ...) leaves no folder
         if state.is_main_process and created and [p.name for p in run_dir.iterdir()] == [CONFIG_NAME]:
