@@ -33,11 +33,12 @@ def run(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.
 
 
 def test_decord_really_is_unimportable_there(no_decord_env):
-    probe = run(["-c", "from vivit_tl.data.decoding import decord_available; import vivit_tl.config, vivit_tl.cli.train; "
-                       "print(decord_available())"], no_decord_env)
+    probe = run(["-c", "import vivit_tl.config, vivit_tl.cli.train; from vivit_tl.data.decoding import check_decoder, "
+                       "decord_available; check_decoder('auto'); check_decoder('auto'); print(decord_available())"],
+                no_decord_env)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == "False"
-    assert "decord is not available" in probe.stderr and "PyAV" in probe.stderr
+    assert probe.stderr.count("decord is not available") == 1 and "read with PyAV" in probe.stderr
 
 
 def test_decoding_tests_pass_through_pyav(no_decord_env):
