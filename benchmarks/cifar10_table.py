@@ -68,7 +68,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
-from vivit_tl.checkpoint import atomic_write_text
+from vivit_tl.checkpoint import WEIGHTS_NAME, atomic_write_text, read_model_info
 from vivit_tl.errors import UserError, run_cli
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -223,9 +223,9 @@ def read_run(run_dir: Path, expected) -> dict[str, Any] | None:
         wall, source = report_path.stat().st_mtime - config_path.stat().st_mtime, "file times"
     run_config = flat_config(saved)
     best_val = None
-    best_meta = run_dir / "best" / "model.json"
-    if best_meta.is_file():
-        best_val = (json.loads(best_meta.read_text()).get("metrics") or {}).get("val/top1")
+    best_weights = run_dir / "best" / WEIGHTS_NAME
+    if best_weights.is_file():  # the header: the same in folders of both layouts (config.json or model.json)
+        best_val = (read_model_info(best_weights).get("metrics") or {}).get("val/top1")
     return {
         "run_dir": str(display_path(run_dir)),
         "top1": 100 * report["top1"],

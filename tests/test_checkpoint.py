@@ -42,7 +42,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     model = tiny_model()
     write(tmp_path / "best", model)
     x = torch.randn(2, 3, 4, 32, 32)
-    for path in (tmp_path / "best", tmp_path / "best" / "model.json", tmp_path / "best" / "model.safetensors", tmp_path):
+    for path in (tmp_path / "best", tmp_path / "best" / "config.json", tmp_path / "best" / "model.safetensors", tmp_path):
         loaded, info = load_model_file(path)
         assert not loaded.training
         assert torch.equal(loaded(x), model(x))
@@ -54,7 +54,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
 
 def test_json_copy_is_readable_and_matches_header(tmp_path):
     write(tmp_path)
-    from_json = json.loads((tmp_path / "model.json").read_text())
+    from_json = json.loads((tmp_path / "config.json").read_text())
     assert from_json == read_model_info(tmp_path / "model.safetensors")
     assert from_json["format_version"] == ckpt.FORMAT_VERSION
 
@@ -117,7 +117,7 @@ def test_kill_during_save_keeps_previous_model_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write(tmp_path, tiny_model(depth=3))
     assert (tmp_path / "model.safetensors").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]  # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors"]  # no temp
     load_model_file(tmp_path)
 
 

@@ -103,7 +103,7 @@ def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(tiny):
     full = run_tool("tools/train.py", "--config", str(tiny), "run.name=full")
     assert full.returncode == 0, full.stderr[-3000:]
     full_dir = runs / "full"
-    for name in ("config.yaml", "metrics.jsonl", "best/model.safetensors", "best/model.json",
+    for name in ("config.yaml", "metrics.jsonl", "best/model.safetensors", "best/config.json",
                  "last/model.safetensors", "eval_val/report.json", "eval_val/confusion_matrix.png"):
         assert (full_dir / name).is_file(), name
     assert "vivit-tl eval" in full.stdout and "vivit-tl visualize" in full.stdout
@@ -205,7 +205,7 @@ def test_keras_cifar_config_trains_on_an_image_folder_as_one_frame_clips(tmp_pat
     assert (report["num_evaluated"], report["views_per_video"]) == (10, 1)
     state = json.loads(sorted((run_dir / "checkpoints").iterdir())[-1].joinpath("train_state.json").read_text())
     assert state["global_step"] == 2  # 8 training images / batch 4
-    saved = json.loads((run_dir / "best" / "model.json").read_text())["model_config"]
+    saved = json.loads((run_dir / "best" / "config.json").read_text())["model_config"]
     assert (saved["num_frames"], saved["tubelet_size"], saved["token_learner"], saved["embed_dim"]) == (1, 1, "v1", 16)
 
     evaluated = run_tool("tools/eval.py", str(run_dir / "best"), str(tmp_path / "images"), "--split", "test",

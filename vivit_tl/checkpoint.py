@@ -1,16 +1,23 @@
-"""Checkpoints: the self-describing model file and the resumable training checkpoints.
+"""Checkpoints: the self-describing model folder and the resumable training checkpoints.
 
 Two kinds of files live in a run directory::
 
     runs/<name>/
-      best/model.safetensors + model.json     best validation top-1 (self-describing model file)
-      last/model.safetensors + model.json     weights at the latest checkpoint
-      checkpoints/step_00000123/              accelerator.save_state + train_state.json (last N)
+      best/                       best validation top-1: a model folder in the Hugging Face Hub layout
+        model.safetensors           the weights; its header holds the description below
+        config.json                 the description: model config, class names, preprocessing, metrics
+        README.md                   the model card
+      last/                       the same, weights at the latest checkpoint
+      checkpoints/step_00000123/  accelerator.save_state + train_state.json (last N)
 
-The **model file** (:func:`save_model_file` / :func:`load_model_file`) rebuilds the model without
+The **model folder** (:func:`save_model_file` / :func:`load_model_file`, and `VideoTransformer`'s
+``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``, which use them) rebuilds the model without
 the training config: the safetensors header carries the model config, class names, data config
-(preprocessing), step, epoch and metrics; ``model.json`` is a human-readable copy written after
-it. The safetensors file is authoritative, so replacing it is the single atomic step of a save.
+(preprocessing), step, epoch and metrics; ``config.json`` is the same description as JSON and
+``README.md`` a model card made from it, both written after the weights. The safetensors file is
+authoritative, so replacing it is the single atomic step of a save. Folders written before the Hub
+layout (``model.safetensors`` + ``model.json``, the same header) load the same way; a re-save in such
+a folder removes the stale ``model.json``.
 
 A **training checkpoint** (:class:`CheckpointDir`) is written into a hidden temporary folder next
 to its final place and renamed once complete, so a kill during a save leaves the previous
@@ -32,17 +39,25 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_model
 
 from vivit_tl.errors import UserError
 from vivit_tl.models import ModelConfig, VideoTransformer, build_model
+from vivit_tl.models.card import card_fields
 
 FORMAT = "vivit_tl.model"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
-INFO_NAME = "model.json"
+CONFIG_NAME = "config.json"  # the description, as the Hub layout names it
+CARD_NAME = "README.md"  # the model card
+OLD_INFO_NAME = "model.json"  # the description in folders written before the Hub layout
 META_KEY = "vivit_tl"  # safetensors header key holding the JSON description
+HUB_PREFIX = "hf:"  # a Hub repo id (or a folder) as a model spec: hf:<user>/<name>
+#: What huggingface_hub raises when it cannot provide a file (no such repo or file, offline, bad repo id).
+HUB_ERRORS = (HfHubHTTPError, EntryNotFoundError, HFValidationError, OfflineModeIsEnabled)
 STEP_DIR = re.compile(r"^step_(\d+)$")
 TRAIN_STATE_NAME = "train_state.json"
 
@@ -90,19 +105,20 @@ def save_model_file(
     model: VideoTransformer,
     *,
     classes: list[str],
-    data_config: Any,
+    data_config: Any | None,
     step: int,
     epoch: int,
     metrics: dict[str, float] | None = None,
     model_name: str | None = None,
 ) -> Path:
-    """Write ``directory/model.safetensors`` (+ ``model.json``) atomically.
+    """Write the model folder ``directory``: ``model.safetensors``, then ``config.json`` and ``README.md``,
+    each atomically.
 
     Args:
         directory: output folder (created).
         model: the (unwrapped) model; ``model.config`` must rebuild it.
         classes: class names, index = label.
-        data_config: the ``vivit_tl.data.DataConfig`` (or its dict) used for preprocessing.
+        data_config: the ``vivit_tl.data.DataConfig`` (or its dict) used for preprocessing; None when unknown.
         step, epoch: training progress at which the weights were taken.
         metrics: e.g. ``{"val/top1": 0.93}``.
         model_name: the named variant the config came from (informational).
@@ -121,7 +137,8 @@ def save_model_file(
         "model_name": model_name,
         "model_config": dataclasses.asdict(config),
         "classes": list(classes),
-        "data_config": data_config if isinstance(data_config, dict) else dataclasses.asdict(data_config),
+        "data_config": data_config if data_config is None or isinstance(data_config, dict)
+        else dataclasses.asdict(data_config),
         "step": int(step),
         "epoch": int(epoch),
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
@@ -130,16 +147,21 @@ def save_model_file(
     weights = directory / WEIGHTS_NAME
     # save_model drops duplicate names of shared tensors (recorded in the header) and copies to CPU
     atomic_write(weights, lambda tmp: save_model(model, str(tmp), metadata={META_KEY: text}))
-    atomic_write_text(directory / INFO_NAME, text + "\n")
+    atomic_write_text(directory / CONFIG_NAME, text + "\n")
+    card = model.generate_model_card(**card_fields(config, info, sum(p.numel() for p in model.parameters())))
+    atomic_write_text(directory / CARD_NAME, str(card))
+    (directory / OLD_INFO_NAME).unlink(missing_ok=True)  # an older layout's copy: it would describe older weights
     return weights
 
 
 def load_model_file(path: str | Path) -> tuple[VideoTransformer, dict[str, Any]]:
-    """Rebuild a model from a model file; returns ``(model, info)``, the model in eval mode on CPU.
+    """Rebuild a model from a model folder; returns ``(model, info)``, the model in eval mode on CPU,
+    with ``model.info = info``.
 
     Args:
-        path: the model folder, its ``model.safetensors`` or ``model.json``, or a run directory
-            (then ``best/``, else ``last/`` inside it).
+        path: the model folder (Hub layout, or the older ``model.json`` one), its ``model.safetensors``,
+            ``config.json`` or ``model.json``, a run directory (then ``best/``, else ``last/`` inside it),
+            or ``hf:<repo id>`` (downloaded and cached by huggingface_hub).
 
     Returns:
         ``info`` has keys ``model_config``, ``classes``, ``data_config``, ``step``, ``epoch``,
@@ -147,8 +169,8 @@ def load_model_file(path: str | Path) -> tuple[VideoTransformer, dict[str, Any]]
 
     Raises:
         FileNotFoundError: no model file at ``path``.
-        UserError: a corrupt/truncated file, a file of another format, or weights that do not
-            match the config (missing/unexpected keys, other shapes).
+        UserError: a corrupt/truncated file, a file of another format or model, weights that do not
+            match the config (missing/unexpected keys, other shapes), or a repo the Hub cannot provide.
     """
     weights = resolve_model_file(path)
     info = read_model_info(weights)
@@ -169,14 +191,21 @@ def load_model_file(path: str | Path) -> tuple[VideoTransformer, dict[str, Any]]
     load_state_dict_strict(model, state, source=str(weights), model_name=info.get("model_name"))
     model.eval()
     info["path"] = str(weights)
+    model.info = info
     return model, info
 
 
 def resolve_model_file(path: str | Path) -> Path:
-    """Path of the ``model.safetensors`` that ``path`` designates (see :func:`load_model_file`)."""
-    path = Path(path)
+    """Path of the ``model.safetensors`` that ``path`` designates (see :func:`load_model_file`); an
+    ``hf:<repo id>`` is downloaded (or read from the cache) by huggingface_hub."""
+    if str(path).startswith(HUB_PREFIX):
+        target = str(path)[len(HUB_PREFIX):]
+        if not Path(target).expanduser().exists():
+            return hub_file(target, WEIGHTS_NAME)
+        path = target
+    path = Path(path).expanduser()
     if path.is_file():
-        if path.name == INFO_NAME:
+        if path.name in (CONFIG_NAME, OLD_INFO_NAME):
             path = path.with_name(WEIGHTS_NAME)
         if path.is_file():
             return path
@@ -199,6 +228,10 @@ def read_model_info(weights: str | Path) -> dict[str, Any]:
                             f" exported .pt2 programs load with torch.export.load): {exc}") from None
         raise UserError(f"{weights} is corrupt or truncated: {exc}") from None
     if META_KEY not in metadata:
+        other = _foreign_model_type(weights.with_name(CONFIG_NAME))
+        if other:
+            raise UserError(f"{weights.parent} holds a {other} model, not a vivit-tl model; to initialise a vivit-tl "
+                            f"model from a transformers ViViT: model.init_from=hf:<repo id or folder>")
         raise UserError(
             f"{weights} is not a vivit-tl model file (no '{META_KEY}' header); "
             "training checkpoints (checkpoints/step_*) resume with vivit-tl train --resume, "
@@ -214,6 +247,19 @@ def read_model_info(weights: str | Path) -> dict[str, Any]:
             f"version {info.get('format_version')!r} (this version reads {FORMAT} <= {FORMAT_VERSION})"
         )
     return info
+
+
+def _foreign_model_type(config_file: Path) -> str | None:
+    """``"transformers 'vivit'"`` when ``config_file`` is another library's ``config.json``, else None."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(config, dict) or config.get("format") == FORMAT:
+        return None
+    if "model_type" in config:
+        return f"transformers {config['model_type']!r}"
+    return "non-vivit-tl (config.json without format 'vivit_tl.model')"
 
 
 def load_state_dict_strict(
@@ -236,6 +282,47 @@ def load_state_dict_strict(
         origin = f" (saved from {model_name})" if model_name else ""
         raise UserError(f"weights in {source}{origin} do not match the model: {'; '.join(parts)}")
     model.load_state_dict(state, strict=True)
+
+
+# --------------------------------------------------------------------------- the Hub
+def hub_file(repo_id: str, filename: str, **hub_kwargs: Any) -> Path:
+    """``filename`` of the Hub repo ``repo_id``, downloaded or from huggingface_hub's cache (``HF_HOME``,
+    ``HF_HUB_OFFLINE=1``: the cache only); ``hub_kwargs`` go to ``hf_hub_download`` (``revision``, ...)."""
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, **hub_kwargs))
+    except HUB_ERRORS as exc:
+        raise hub_error(repo_id, exc) from None
+
+
+def hub_error(repo_id: str, exc: Exception) -> UserError:
+    """A one-line `UserError` for a huggingface_hub failure to provide ``repo_id``."""
+    reason = " ".join(str(exc).split())[:300]
+    return UserError(f"{repo_id!r} is no local folder, and the Hugging Face Hub cannot provide it "
+                     f"({type(exc).__name__}: {reason})")
+
+
+def read_hub_config(target: str) -> dict[str, Any] | None:
+    """The ``config.json`` of a local folder or a Hub repo id, or None when there is none to be had."""
+    path = Path(target).expanduser()
+    if path.exists():
+        config_file = path / CONFIG_NAME if path.is_dir() else path.with_name(CONFIG_NAME)
+    else:
+        try:
+            config_file = Path(hf_hub_download(repo_id=target, filename=CONFIG_NAME))
+        except HUB_ERRORS:
+            return None
+    if not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{config_file} is corrupt: {exc}") from None
+    return config if isinstance(config, dict) else None
+
+
+def is_model_description(config: dict[str, Any] | None) -> bool:
+    """Whether a ``config.json`` (as a dict) describes a vivit-tl model."""
+    return isinstance(config, dict) and config.get("format") == FORMAT
 
 
 # --------------------------------------------------------------------------- training checkpoints

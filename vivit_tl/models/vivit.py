@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
+from typing import Any
 
 import torch
 from einops import rearrange
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vivit_tl.models.card import MODEL_CARD
 from vivit_tl.models.config import ModelConfig
 from vivit_tl.models.embed import T2TEmbed, TubeletEmbed, resample_pos_embed
 from vivit_tl.models.layers import Attention, Block, FactorisedSelfAttentionBlock
@@ -139,18 +143,28 @@ class PositionalTable(nn.Module):
         return self.drop(x + pos.to(x.dtype))
 
 
-class VideoTransformer(nn.Module):
+class VideoTransformer(nn.Module, PyTorchModelHubMixin, library_name="vivit-tl", pipeline_tag="video-classification",
+                       tags=["video-classification", "vivit", "tokenlearner"], paper_url="https://arxiv.org/abs/2103.15691",
+                       model_card_template=MODEL_CARD):
     """ViViT (Arnab et al. 2021) with optional TokenLearner/TokenFuser (Ryoo et al. 2021).
 
     ``model(x)`` takes a video ``[B, C_in, F, H, W]`` (or an image ``[B, C_in, H, W]``, treated as F = 1) and
     returns logits ``[B, num_classes]``; ``model(x, return_maps=True)`` returns ``(logits, maps)`` with one
     ``[B, T, S, Hg, Wg]`` tensor per TokenLearner layer. F, H, W may differ from the config's sizes: the
     positional tables are resampled (see `resample_pos_embed`).
+
+    Hub format, through huggingface_hub's `PyTorchModelHubMixin`: ``save_pretrained(folder)``,
+    ``VideoTransformer.from_pretrained(folder or repo id)`` and ``push_to_hub(repo_id)`` write and read the
+    model folder of `vivit_tl.checkpoint` (``config.json`` + ``model.safetensors`` + a ``README.md`` model card).
+    ``model.info`` is the folder's description besides the architecture (``classes``, ``data_config``: the
+    preprocessing, ``step``, ``epoch``, ``metrics``, ``model_name``): set by `from_pretrained`, written back
+    by `save_pretrained`; None for a model built from a config.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         config.validate()
+        self.info: dict[str, Any] | None = None
         self._config = copy.deepcopy(config)
         cfg = config
         if cfg.tokenizer == "t2t":
@@ -183,6 +197,56 @@ class VideoTransformer(nn.Module):
     def config(self) -> ModelConfig:
         """The config that rebuilds this model (a copy)."""
         return copy.deepcopy(self._config)
+
+    # ----------------------------------------------------------------- Hub format (PyTorchModelHubMixin hooks)
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The mixin's hook of `save_pretrained` / `push_to_hub`: the model folder with ``self.info``
+        (class names ``"0"``, ``"1"``, ... and no preprocessing when it is None)."""
+        from vivit_tl.checkpoint import save_model_file  # it imports this module
+
+        info = self.info or {}
+        save_model_file(save_directory, self, classes=info.get("classes") or [str(i) for i in range(self._config.num_classes)],
+                        data_config=info.get("data_config"), step=info.get("step", 0), epoch=info.get("epoch", 0),
+                        metrics=info.get("metrics"), model_name=info.get("model_name"))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **hub_kwargs: Any) -> VideoTransformer:
+        """A model in eval mode on the CPU, with ``model.info``, from a local model folder (either layout:
+        ``config.json`` or the older ``model.json`` next to ``model.safetensors``), its ``model.safetensors``, a
+        run directory, or a Hub repo id (optionally ``hf:``-prefixed; huggingface_hub downloads and caches it,
+        ``HF_HUB_OFFLINE=1`` reads the cache only).
+
+        Args:
+            pretrained_model_name_or_path: the folder, file or repo id.
+            hub_kwargs: the mixin's download options for a repo id (``revision``, ``cache_dir``, ``token``,
+                ``force_download``, ``local_files_only``) and ``map_location``.
+
+        Raises:
+            UserError: no such folder and the Hub cannot provide the repo, or files that are not a vivit-tl
+                model (another model's, corrupt, or weights that do not fit their config).
+        """
+        from vivit_tl.checkpoint import HUB_ERRORS, hub_error, load_model_file
+
+        name = str(pretrained_model_name_or_path).removeprefix("hf:")
+        if Path(name).expanduser().exists():  # no Hub involved (also a run directory or a single file)
+            model = load_model_file(Path(name).expanduser())[0]
+            return model.to(hub_kwargs.get("map_location", "cpu"))
+        try:
+            return super().from_pretrained(name, **hub_kwargs)
+        except HUB_ERRORS as exc:
+            raise hub_error(name, exc) from None
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
+                         force_download: bool, local_files_only: bool, token: str | bool | None,
+                         map_location: str = "cpu", config: Any = None) -> VideoTransformer:
+        """The mixin's hook for a repo id, after it fetched ``config.json``: fetch ``model.safetensors`` and
+        rebuild the model from the description in its header (`vivit_tl.checkpoint.load_model_file`)."""
+        from vivit_tl.checkpoint import WEIGHTS_NAME, load_model_file
+
+        weights = hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+                                  force_download=force_download, local_files_only=local_files_only, token=token)
+        return load_model_file(weights)[0].to(map_location)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Switch activation checkpointing of every block on or off."""

@@ -14,6 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from vivit_tl.checkpoint import (
+    HUB_PREFIX,
+    META_KEY,
+    OLD_INFO_NAME,
+    WEIGHTS_NAME,
+    is_model_description,
+    load_model_file,
+    read_hub_config,
+    resolve_model_file,
+)
 from vivit_tl.errors import UserError
 from vivit_tl.pretrained.convert import Grid, StateDict
 
@@ -131,8 +141,16 @@ def _read_timm(spec: str) -> Source:
 
 
 def _read_hf(spec: str) -> Source:
+    """``hf:<repo id or folder>``: a vivit-tl model (its config.json says so, or a folder of the older layout,
+    without config.json), else a transformers ViViT."""
+    repo = spec[len(HUB_PREFIX):]
+    config = read_hub_config(repo)
+    if is_model_description(config) or (config is None and Path(repo).expanduser().exists()):
+        return _model_file_source(spec, resolve_model_file(spec))
+    if config is not None and "model_type" not in config:
+        raise UserError(f"{spec}: its config.json describes neither a vivit-tl model (format 'vivit_tl.model') "
+                        "nor a transformers one (model_type)")
     transformers = _optional("transformers", spec)
-    repo = spec[len("hf:"):]
     try:
         model_type = transformers.AutoConfig.from_pretrained(repo).model_type
         if model_type == "vivit":
@@ -151,22 +169,17 @@ def _read_path(spec: str) -> Source:
     if not path.exists():
         raise FileNotFoundError(f"init_from {spec!r}: no such file or folder (expected 'timm:<model name>', "
                                 "'hf:<repo id>', or a weights file / model folder)")
-    from vivit_tl.checkpoint import META_KEY, WEIGHTS_NAME, load_model_file, resolve_model_file
-
     weights = path
     if path.is_dir():
         hf_files = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / "config.json").is_file()]
         weights = next((f for f in hf_files if f.is_file()), None) or resolve_model_file(path)  # else ours
-    if weights.name == "model.json":
+    if weights.name == OLD_INFO_NAME:
         weights = weights.with_name(WEIGHTS_NAME)
     if weights.suffix not in WEIGHT_SUFFIXES:
         raise UserError(f"init_from {spec!r}: unknown weights file type {weights.suffix!r} (expected one of "
                         f"{list(WEIGHT_SUFFIXES)})")
     if weights.suffix == ".safetensors" and META_KEY in _safetensors_metadata(weights):
-        model, info = load_model_file(weights)
-        return Source("vivit_tl", spec, model.state_dict(), dict(info["model_config"]),
-                      model_config=info["model_config"],
-                      classes=info.get("classes"), preprocessing=_data_normalisation(info.get("data_config")))
+        return _model_file_source(spec, weights)
     state = _read_state_dict(weights)
     if "patch_embed.proj.weight" in state:
         return Source("timm", spec, state, notes=[
@@ -183,6 +196,13 @@ def _read_path(spec: str) -> Source:
                                                       "of this config"])
     raise UserError(f"{weights}: not a timm ViT, transformers ViViT or vivit-tl state dict "
                     f"(first keys: {list(state)[:4]})")
+
+
+def _model_file_source(spec: str, weights: Path) -> Source:
+    """A `Source` from a vivit-tl model file (a folder of either layout, local or from the Hub)."""
+    model, info = load_model_file(weights)
+    return Source("vivit_tl", spec, model.state_dict(), dict(info["model_config"]), model_config=info["model_config"],
+                  classes=info.get("classes"), preprocessing=_data_normalisation(info.get("data_config")))
 
 
 def _read_state_dict(path: Path) -> StateDict:
