@@ -16,7 +16,7 @@ from huggingface_hub import PyTorchModelHubMixin, scan_cache_dir
 from safetensors.torch import load_file, save_file, save_model
 
 from test_train import TINY_CONFIG, run_tool
-from vivit_tl.checkpoint import load_model_file, read_model_info
+from vivit_tl.checkpoint import load_model_file, read_model_info, report_dir
 from vivit_tl.config import load_config
 from vivit_tl.data import DataConfig, build_dataset
 from vivit_tl.errors import UserError
@@ -167,6 +167,7 @@ def test_old_format_folder_loads_everywhere(tmp_path):
         assert torch.equal(VideoTransformer.from_pretrained(path)(x), expected)
         loaded, info = load_model_file(path)
         assert torch.equal(loaded(x), expected) and info["classes"] == ["a", "b", "c"]
+        assert report_dir(info, "eval_val") == old / "eval_val"
     predictor = Predictor.load(old)  # predict / visualize
     assert predictor.classes == ["a", "b", "c"] and predictor.data_config == data
     other = tiny_model(num_classes=5)  # init_from, as a path and as hf:<folder>
@@ -265,7 +266,7 @@ OFFLINE_SCRIPT = """
 import json, sys
 import torch
 from safetensors.torch import load_file
-from vivit_tl.checkpoint import load_model_file
+from vivit_tl.checkpoint import load_model_file, report_dir
 from vivit_tl.errors import UserError
 from vivit_tl.models import VideoTransformer, create_model
 from vivit_tl.predict import Predictor
@@ -276,7 +277,9 @@ out = {}
 for name in ("me/tiny", "hf:me/tiny"):
     out[name] = VideoTransformer.from_pretrained(name)(x).tolist()
 out["predictor"] = Predictor.load("hf:me/tiny").classes
-out["load_model_file"] = load_model_file("hf:me/tiny")[0](x).tolist()
+loaded, info = load_model_file("hf:me/tiny")
+out["load_model_file"] = loaded(x).tolist()
+out["report_dir"] = str(report_dir(info, "eval_val"))  # eval's default output: not inside the Hub cache
 model = create_model("vivit_ti16x2", **json.loads(sys.argv[2]))
 out["init_from"] = load_pretrained(model, "hf:me/tiny").kind
 out["init_from_logits"] = model.eval()(x).tolist()
@@ -308,5 +311,5 @@ def test_hub_repo_through_the_offline_cache(tmp_path):
     out = json.loads(result.stdout.strip().splitlines()[-1])
     expected = model(x).tolist()
     assert out["me/tiny"] == out["hf:me/tiny"] == out["load_model_file"] == out["init_from_logits"] == expected
-    assert out["predictor"] == ["a", "b", "c"] and out["init_from"] == "vivit_tl"
+    assert out["predictor"] == ["a", "b", "c"] and out["init_from"] == "vivit_tl" and out["report_dir"] == "eval_val"
     assert "'me/absent' is no local folder" in out["absent"] and "\n" not in out["absent"]

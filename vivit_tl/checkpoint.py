@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from huggingface_hub import constants as hub_constants
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from safetensors import SafetensorError, safe_open
@@ -318,6 +319,13 @@ def read_hub_config(target: str) -> dict[str, Any] | None:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{config_file} is corrupt: {exc}") from None
     return config if isinstance(config, dict) else None
+
+
+def report_dir(info: dict[str, Any], name: str) -> Path:
+    """Default folder of a report on a loaded model (``info`` from :func:`load_model_file`): ``name`` inside
+    the model's folder, or in the current folder for a model read from the Hub cache (never written into)."""
+    folder = Path(info["path"]).parent
+    return Path(name) if folder.is_relative_to(Path(hub_constants.HF_HUB_CACHE)) else folder / name
 
 
 def is_model_description(config: dict[str, Any] | None) -> bool:

@@ -29,7 +29,7 @@ class Predictor:
 
     @classmethod
     def load(cls, checkpoint: str | Path) -> Predictor:
-        """Load ``model.safetensors`` + ``model.json`` (a directory or either file, see ``load_model_file``)."""
+        """Load a model folder, its model file, a run directory or ``hf:<repo id>`` (see ``load_model_file``)."""
         model, info = load_model_file(checkpoint)
         return cls(model, list(info["classes"]), DataConfig.from_dict(info["data_config"]), info)
 

@@ -31,7 +31,7 @@ from vivit_tl.viz.box_check import LayerShare, measure_box_attention
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = make_parser("attention-box-check", __doc__)
-    parser.add_argument("checkpoint", help="model directory (or its model.safetensors / model.json)")
+    parser.add_argument("checkpoint", help="model folder (config.json or model.json + model.safetensors), run directory, or hf:<repo id>")
     parser.add_argument("--split", default="val", help="dataset split to measure on (default val)")
     parser.add_argument("--margin", type=float, default=None,
                         help="pixels (of the model input) added to each box side (default: half a token cell)")

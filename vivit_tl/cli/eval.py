@@ -5,13 +5,14 @@ Usage:
         [--shuffle-frames [SEED]] [data.key=value ...]
     accelerate launch --multi_gpu --num_processes 8 vivit-tl eval CHECKPOINT DATA   # same result, faster
 
-CHECKPOINT is a model folder (``runs/<name>/best``), its model.safetensors / model.json, or a run
-directory (then its best/, else last/). DATA is the dataset root, read with the checkpoint's own
+CHECKPOINT is a model folder (``runs/<name>/best``: config.json + model.safetensors, or the older
+model.json + model.safetensors), its model.safetensors, a run directory (then its best/, else last/), or
+``hf:<repo id>`` (a vivit-tl model on the Hugging Face Hub, downloaded and cached). DATA is the dataset root, read with the checkpoint's own
 data config (kind, frames, stride, size, normalisation, eval clips x crops, class names); any of
 those can be changed with ``data.key=value`` (e.g. ``data.eval_clips=4 data.eval_crops=3``).
 
 Writes into ``--out`` (default ``<checkpoint folder>/eval_<split>``, ``_shuffled`` with
-``--shuffle-frames``): ``report.json`` (top-1, top-5, loss, per-class accuracy, unreadable
+``--shuffle-frames``; ``./eval_<split>`` for a Hub model): ``report.json`` (top-1, top-5, loss, per-class accuracy, unreadable
 videos), ``confusion_matrix.csv`` and ``confusion_matrix.png``. Every sample is counted exactly
 once under any number of processes; videos that cannot be read are reported and excluded.
 
@@ -30,7 +31,7 @@ from vivit_tl.errors import run_cli
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser("eval", __doc__)
-    parser.add_argument("checkpoint", help="model folder, model file, or run directory")
+    parser.add_argument("checkpoint", help="model folder, model file, run directory, or hf:<repo id>")
     parser.add_argument("data", help="dataset root folder")
     parser.add_argument("--split", default=None, help="split to evaluate (default: the data config's val_split)")
     parser.add_argument("--out", type=Path, default=None, help="report folder")
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
-    from vivit_tl.checkpoint import load_model_file
+    from vivit_tl.checkpoint import load_model_file, report_dir
     from vivit_tl.config import override_dataclass
     from vivit_tl.data import DataConfig, build_dataset, synthetic
     from vivit_tl.engine.distributed import make_accelerator, set_cpu_threads
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if not accelerator.is_main_process:
         return 0
     suffix = "_shuffled" if args.shuffle_frames is not None else ""
-    out = args.out or Path(info["path"]).parent / f"eval_{split}{suffix}"
+    out = args.out or report_dir(info, f"eval_{split}{suffix}")
     report = write_report(result, out, {
         "model": info["path"], "data": str(data_root), "split": split, "views_per_video": dataset.num_views,
         "shuffle_frames_seed": args.shuffle_frames, "processes": accelerator.num_processes,

@@ -4,8 +4,8 @@ Usage:
     vivit-tl export MODEL --out model.pt2 [--frames F] [--size R] [--static] [--tol 1e-4]
     vivit-tl export hf:google/vivit-b-16x2-kinetics400 --out models/vivit_b16x2_k400 [--classes FILE]
 
-MODEL is a vivit-tl model folder (``runs/<name>/best``), its model.safetensors / model.json or a run
-directory, or any ``model.init_from`` spec (``timm:<name>``, ``hf:<repo id>``, a weights file): a spec
+MODEL is a vivit-tl model folder (``runs/<name>/best``), its model.safetensors, a run directory, a vivit-tl
+model on the Hub (``hf:<repo id>``), or any ``model.init_from`` spec (``timm:<name>``, ``hf:<repo id>``, a weights file): a spec
 builds a model of the source's own architecture with its weights (`vivit_tl.pretrained.pretrained_model`).
 
 ``--out FILE.pt2``: ``torch.export.export`` of ``model(x) -> logits`` for ``x [B, 3, F, R, R]`` float32
@@ -19,7 +19,7 @@ random batch: the maximum absolute logit difference is printed and the exit stat
     program = torch.export.load("model.pt2", extra_files=extra)
     logits = program.module()(clip)            # clip [B, 3, F, R, R], normalised as in model.json
 
-``--out FOLDER``: the self-describing vivit-tl model file (model.safetensors + model.json) that
+``--out FOLDER``: the self-describing vivit-tl model folder (config.json + model.safetensors + README.md) that
 vivit-tl eval, vivit-tl predict and vivit-tl visualize read. From a spec, the class names come from the
 source (transformers ``id2label``) or ``--classes FILE`` (one per line), the preprocessing (mean/std)
 from the source, the rest from the Kinetics preset (videos) or an image folder (images).

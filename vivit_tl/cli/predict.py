@@ -3,7 +3,8 @@
 Usage:
     vivit-tl predict CHECKPOINT VIDEO [VIDEO ...] [--top-k 5] [--json] [--batch-size 8]
 
-CHECKPOINT is a directory holding model.safetensors + model.json (or either file). Each file is read
+CHECKPOINT is a model folder (config.json + model.safetensors, or the older model.json + model.safetensors),
+its model.safetensors, a run directory, or hf:<repo id> (a vivit-tl model on the Hub). Each file is read
 with the checkpoint's own preprocessing (frames, stride, size, eval clips x crops); the logits of its
 views are averaged and turned into probabilities. ``--json`` prints one JSON list on stdout with an
 object per file: ``{"file", "views", "top": [{"label", "prob"}, ...]}`` or ``{"file", "error"}``.
@@ -30,7 +31,7 @@ FILE_ERRORS = (ValueError, OSError, RuntimeError)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = make_parser("predict", __doc__)
-    parser.add_argument("checkpoint", help="model directory (or its model.safetensors / model.json)")
+    parser.add_argument("checkpoint", help="model folder (config.json or model.json + model.safetensors), run directory, or hf:<repo id>")
     parser.add_argument("files", nargs="+", metavar="VIDEO", help="video or image files")
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per file (default 5)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of text")

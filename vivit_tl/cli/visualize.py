@@ -36,7 +36,7 @@ from vivit_tl.viz.render import render_animation, render_grid
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = make_parser("visualize", __doc__)
-    parser.add_argument("checkpoint", help="model directory (or its model.safetensors / model.json)")
+    parser.add_argument("checkpoint", help="model folder (config.json or model.json + model.safetensors), run directory, or hf:<repo id>")
     parser.add_argument("file", type=Path, help="video or image file")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--layer", type=int, nargs="+", default=None,
