@@ -92,7 +92,8 @@ def test_trainer_folders_are_hub_folders_that_from_pretrained_loads(trained):
         x = clips(model.config)
         assert torch.equal(model(x), reference_model(folder, config["model_config"])(x))
     # a run directory designates its best/ folder
-    assert torch.equal(VideoTransformer.from_pretrained(trained)(x), VideoTransformer.from_pretrained(trained / "best")(x))
+    best = VideoTransformer.from_pretrained(trained / "best")
+    assert torch.equal(VideoTransformer.from_pretrained(trained)(x), best(x))
 
 
 def test_model_card_of_a_trained_model(trained):
@@ -115,7 +116,8 @@ def test_model_card_of_a_trained_model(trained):
 
 def test_init_from_hf_folder(trained):
     torch.manual_seed(1)  # another initialisation than the run's
-    model = VideoTransformer(ModelConfig.from_dict(read_model_info(trained / "best" / "model.safetensors")["model_config"]))
+    config = read_model_info(trained / "best" / "model.safetensors")["model_config"]
+    model = VideoTransformer(ModelConfig.from_dict(config))
     for spec in (f"hf:{trained / 'best'}", str(trained / "best")):
         report = load_pretrained(model, spec)
         assert report.kind == "vivit_tl" and not report.missing_keys

@@ -231,8 +231,9 @@ def read_model_info(weights: str | Path) -> dict[str, Any]:
     if META_KEY not in metadata:
         other = _foreign_model_type(weights.with_name(CONFIG_NAME))
         if other:
-            raise UserError(f"{weights.parent} holds a {other} model, not a vivit-tl model; to initialise a vivit-tl "
-                            f"model from a transformers ViViT: model.init_from=hf:<repo id or folder>")
+            hint = ("; to initialise a vivit-tl model from a transformers ViViT: model.init_from=hf:<repo id or folder>"
+                    if other == "transformers 'vivit'" else "")
+            raise UserError(f"{weights.parent} holds a {other} model, not a vivit-tl model{hint}")
         raise UserError(
             f"{weights} is not a vivit-tl model file (no '{META_KEY}' header); "
             "training checkpoints (checkpoints/step_*) resume with vivit-tl train --resume, "

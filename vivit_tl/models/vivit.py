@@ -144,8 +144,8 @@ class PositionalTable(nn.Module):
 
 
 class VideoTransformer(nn.Module, PyTorchModelHubMixin, library_name="vivit-tl", pipeline_tag="video-classification",
-                       tags=["video-classification", "vivit", "tokenlearner"], paper_url="https://arxiv.org/abs/2103.15691",
-                       model_card_template=MODEL_CARD):
+                       tags=["video-classification", "vivit", "tokenlearner"],
+                       paper_url="https://arxiv.org/abs/2103.15691", model_card_template=MODEL_CARD):
     """ViViT (Arnab et al. 2021) with optional TokenLearner/TokenFuser (Ryoo et al. 2021).
 
     ``model(x)`` takes a video ``[B, C_in, F, H, W]`` (or an image ``[B, C_in, H, W]``, treated as F = 1) and
@@ -205,9 +205,10 @@ class VideoTransformer(nn.Module, PyTorchModelHubMixin, library_name="vivit-tl",
         from vivit_tl.checkpoint import save_model_file  # it imports this module
 
         info = self.info or {}
-        save_model_file(save_directory, self, classes=info.get("classes") or [str(i) for i in range(self._config.num_classes)],
-                        data_config=info.get("data_config"), step=info.get("step", 0), epoch=info.get("epoch", 0),
-                        metrics=info.get("metrics"), model_name=info.get("model_name"))
+        classes = info.get("classes") or [str(i) for i in range(self._config.num_classes)]
+        save_model_file(save_directory, self, classes=classes, data_config=info.get("data_config"),
+                        step=info.get("step", 0), epoch=info.get("epoch", 0), metrics=info.get("metrics"),
+                        model_name=info.get("model_name"))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **hub_kwargs: Any) -> VideoTransformer:
@@ -225,9 +226,9 @@ class VideoTransformer(nn.Module, PyTorchModelHubMixin, library_name="vivit-tl",
             UserError: no such folder and the Hub cannot provide the repo, or files that are not a vivit-tl
                 model (another model's, corrupt, or weights that do not fit their config).
         """
-        from vivit_tl.checkpoint import HUB_ERRORS, hub_error, load_model_file
+        from vivit_tl.checkpoint import HUB_ERRORS, HUB_PREFIX, hub_error, load_model_file
 
-        name = str(pretrained_model_name_or_path).removeprefix("hf:")
+        name = str(pretrained_model_name_or_path).removeprefix(HUB_PREFIX)
         if Path(name).expanduser().exists():  # no Hub involved (also a run directory or a single file)
             model = load_model_file(Path(name).expanduser())[0]
             return model.to(hub_kwargs.get("map_location", "cpu"))
@@ -240,8 +241,9 @@ class VideoTransformer(nn.Module, PyTorchModelHubMixin, library_name="vivit-tl",
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
                          force_download: bool, local_files_only: bool, token: str | bool | None,
                          map_location: str = "cpu", config: Any = None) -> VideoTransformer:
-        """The mixin's hook for a repo id, after it fetched ``config.json``: fetch ``model.safetensors`` and
-        rebuild the model from the description in its header (`vivit_tl.checkpoint.load_model_file`)."""
+        """The mixin's hook for a repo id, after it fetched ``config.json`` (passed as ``config``, unused: the
+        weights' header holds the same description and is the one that counts): fetch ``model.safetensors`` and
+        rebuild the model from its header (`vivit_tl.checkpoint.load_model_file`)."""
         from vivit_tl.checkpoint import WEIGHTS_NAME, load_model_file
 
         weights = hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
