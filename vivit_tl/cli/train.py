@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.example_file:
         print(f"  vivit-tl visualize {model} {shlex.quote(str(outcome.example_file))} --out "
               f"{shlex.quote(str(outcome.run_dir / 'maps'))}")
+    print(f"  share on the Hugging Face Hub (Python): "
+          f"VideoTransformer.from_pretrained({str(outcome.best_model)!r}).push_to_hub('<user>/<name>')")
     return 0
 
 
