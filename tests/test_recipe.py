@@ -25,7 +25,10 @@ from vivit_tl.engine.trainer import CRASH_AFTER_STEPS_ENV
 from vivit_tl.errors import UserError
 from vivit_tl.models import create_model
 
-from test_train import run_tool, tiny  # noqa: F401  (the tiny-config fixture)
+import test_train
+from test_train import run_tool
+
+tiny = test_train.tiny  # the tiny-config fixture (its generated dataset is shared with test_train)
 
 SEEDS = range(40)
 
@@ -231,7 +234,7 @@ RECIPE = ["optim.epochs=1", "optim.mixup_alpha=0.8", "optim.cutmix_alpha=1.0", "
           "data.random_erasing=0.25"]
 
 
-def test_recipe_run_saves_the_ema_and_resumes_it_exactly(tiny):  # noqa: F811
+def test_recipe_run_saves_the_ema_and_resumes_it_exactly(tiny):
     runs = tiny.parent / "runs"
     full = run_tool("tools/train.py", "--config", str(tiny), "run.name=recipe_full", *RECIPE)
     assert full.returncode == 0, full.stderr[-3000:]
