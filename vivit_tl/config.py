@@ -99,7 +99,11 @@ class OptimConfig:
     epochs: int = 10
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to min_lr
     min_lr: float = 0.0
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # also with mixup/CutMix: applied to the mixed targets
+    mixup_alpha: float = 0.0  # > 0: v2.MixUp of the batch with lambda ~ Beta(alpha, alpha)
+    cutmix_alpha: float = 0.0  # > 0: v2.CutMix of the batch; with mixup too, one of the two per batch (p = 0.5)
+    ema_decay: Optional[float] = None  # an EMA of the weights (e.g. 0.9999), validated and saved as best_ema/, last_ema/
+    layer_decay: Optional[float] = None  # layer-wise lr decay (e.g. 0.75): layer i of L gets lr * decay^(L + 1 - i)
     grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
     grad_accum_steps: int = 1
     batch_size: int = 32  # per process
@@ -112,6 +116,13 @@ class OptimConfig:
                 raise ValueError(f"optim.{name}={getattr(self, name)!r} must be >= 0")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"optim.label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"optim.{name}={getattr(self, name)!r} must be >= 0 (0: off)")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"optim.ema_decay={self.ema_decay!r} must be in (0, 1) or null (off)")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"optim.layer_decay={self.layer_decay!r} must be in (0, 1] or null (off)")
 
 
 @dataclass

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from vivit_tl.config import override_dataclass
     from vivit_tl.data import DataConfig, build_dataset, synthetic
     from vivit_tl.engine.distributed import make_accelerator, set_cpu_threads
-    from vivit_tl.engine.evaluation import evaluate, pct, write_report
+    from vivit_tl.engine.evaluation import accuracy_line, evaluate, pct, write_report
     from vivit_tl.engine.loader import build_eval_loader
     from vivit_tl.errors import UserError
 
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<{width}}  {pct(row['top1']):>7}  ({row['count']} {data_cfg.samples_noun})")
     unreadable = f", {report['num_unreadable']} unreadable (excluded)" if report["num_unreadable"] else ""
     views = f" x {dataset.num_views} views" if dataset.num_views > 1 else ""
-    print(f"{split}{' (frames shuffled)' if suffix else ''}: top-1 {pct(report['top1'])}, "
-          f"top-5 {pct(report['top5'])} on {report['num_evaluated']} {data_cfg.samples_noun}{views}{unreadable}")
+    print(f"{split}{' (frames shuffled)' if suffix else ''}: {accuracy_line(report)} "
+          f"on {report['num_evaluated']} {data_cfg.samples_noun}{views}{unreadable}")
     print(f"report: {out / 'report.json'}")
     return 0
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vivit_tl.config import load_config
     from vivit_tl.engine.distributed import process_state
-    from vivit_tl.engine.evaluation import pct
+    from vivit_tl.engine.evaluation import accuracy_line
     from vivit_tl.engine.trainer import train
 
     cfg = load_config(args.config, args.overrides)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run directory: {outcome.run_dir}")
     print(f"model file:    {outcome.best_model} (best val top-1 "
           f"{'n/a' if outcome.best_val_top1 is None else f'{100 * outcome.best_val_top1:.2f}%'})")
-    print(f"{outcome.final_split}: top-1 {pct(metrics.get('top1'))}, top-5 {pct(metrics.get('top5'))} "
+    print(f"{outcome.final_split}: {accuracy_line(metrics)} "
           f"on {metrics.get('num_evaluated')} {outcome.data.samples_noun}; report, per-class accuracy and confusion matrix in "
           f"{outcome.report_dir}")
     print("next:")

@@ -83,6 +83,15 @@ class DataConfig:
             process's batch, flips per clip: Keras 2.7's RandomCrop, current when the Keras example was made).
         hflip: random horizontal flip at training. mean/std: normalisation after scaling to
             [0, 1] (None = no normalisation).
+    Clip augmentation at training (each off by default; one random draw per clip, so every frame
+    of a clip gets the same operation with the same parameters), applied after the crop and flip:
+        color_jitter: probability of scenic's colour augmentation (scenic's Kinetics recipe: 0.8):
+            ``v2.ColorJitter`` with brightness 0.125, contrast and saturation 0.6-1.4, hue +-0.2.
+        grayscale: probability of dropping the colour (``rgb_to_grayscale``; scenic's prob_color_drop).
+        rand_augment: ``[num_ops, magnitude]`` of ``v2.RandAugment`` (e.g. ``[2, 9]``; null: off), the
+            magnitude on the 0-10 scale of the RandAugment paper and timm (``num_magnitude_bins=11``).
+        random_erasing: probability of ``v2.RandomErasing`` on the normalised clip (the same
+            rectangle of the same per-pixel normal noise on every frame; VideoMAE uses 0.25).
         eval_resize: 'short_side' (resize short side, then crops), 'full' (resize the whole
             frame to image_size x image_size, one view per clip) or 'keras' (as 'full', in Keras'
             two steps: the whole frame to short_side square, then to image_size, bilinear without
@@ -127,6 +136,10 @@ class DataConfig:
     hflip: bool = False
     mean: list[float] | None = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] | None = field(default_factory=lambda: list(IMAGENET_STD))
+    color_jitter: float = 0.0  # probability of the colour jitter (scenic: 0.8)
+    grayscale: float = 0.0  # probability of greyscale
+    rand_augment: list[int] | None = None  # [num_ops, magnitude 0-10]
+    random_erasing: float = 0.0  # probability of erasing one rectangle (on the normalised clip)
     eval_resize: str = "short_side"
     eval_clips: int = 1
     eval_crops: int = 1
@@ -211,6 +224,16 @@ class DataConfig:
         if self.train_crop == "batch_crop" and self.short_side < self.image_size:
             raise ValueError(f"data config train_crop='batch_crop' crops image_size={self.image_size} out of "
                              f"short_side={self.short_side}: short_side must be at least image_size")
+        for name in ("color_jitter", "grayscale", "random_erasing"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"data config {name}={getattr(self, name)!r} must be a probability in [0, 1]")
+        if self.rand_augment is not None and (len(self.rand_augment) != 2 or self.rand_augment[0] < 0
+                                              or not 0 <= self.rand_augment[1] <= 10):
+            raise ValueError(f"data config rand_augment={self.rand_augment!r} must be [num_ops >= 0, magnitude "
+                             "in 0..10] or null")
+        if self.random_erasing and self.train_crop == "batch_crop":
+            raise ValueError("data config random_erasing needs a crop per clip: it cannot be used with "
+                             "train_crop='batch_crop'")
         if self.eval_crops not in (1, 3):
             raise ValueError(f"data config eval_crops={self.eval_crops!r} must be 1 or 3")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:

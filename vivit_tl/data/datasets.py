@@ -18,7 +18,7 @@ from .config import DataConfig
 from .decoding import REASONS, ReadError, read_frames, read_image
 from .sampling import eval_clip_indices, train_clip_indices
 from .sources import SampleIndex
-from .transforms import as_video, decode_short_side, eval_crop, eval_resize, to_model_input, train_transform
+from .transforms import as_video, clip_eraser, decode_short_side, eval_crop, eval_resize, to_model_input, train_transform
 
 log = logging.getLogger("vivit_tl.data")
 
@@ -85,6 +85,7 @@ class ClipDataset(Dataset):
         self.bad = BadFiles(len(index))
         self._images = images
         self._train_transform = train_transform(cfg) if train else None
+        self._erase = clip_eraser(cfg) if train else None
         self._max_short_side = decode_short_side(cfg, train)
         self._cache: tuple[int, list[torch.Tensor]] | None = None  # last evaluated video in this worker
 
@@ -119,7 +120,8 @@ class ClipDataset(Dataset):
         cfg = self.cfg
         u = float(torch.rand(()))
         frames = self.read(i, lambda n: train_clip_indices(n, cfg.num_frames, cfg.frame_stride, u, cfg.short_video))
-        return to_model_input(self._train_transform(as_video(torch.from_numpy(frames))), cfg)
+        clip = to_model_input(self._train_transform(as_video(torch.from_numpy(frames))), cfg)  # [3, F, H, W]
+        return clip if self._erase is None else self._erase(clip)
 
     def _eval_clips(self, i: int) -> list[torch.Tensor] | None:
         """The resized uint8 clips ``[F, 3, H, W]`` of video ``i`` (cached for its other views), None if bad."""

@@ -1,9 +1,11 @@
 """Clip transforms with ``torchvision.transforms.v2`` on video tensors ``[F, 3, H, W]``.
 
 Training: scale jitter (short side to ``short_side * U(scale_jitter)``) + random crop, or random
-resized crop; optional horizontal flip; scale to [0, 1]; optional mean/std normalisation. With
-``train_crop='batch_crop'`` a clip is only resized here, and :func:`crop_batch` crops and flips the
-collated batch.
+resized crop; optional horizontal flip; optional colour jitter, greyscale and RandAugment; scale to
+[0, 1]; optional mean/std normalisation; optional random erasing (:func:`erase_clip`). With
+``train_crop='batch_crop'`` a clip is only resized (and colour-augmented) here, and :func:`crop_batch`
+crops and flips the collated batch. Every random transform draws its parameters once per call on
+the whole ``Video``, so all frames of a clip get the same operation.
 Evaluation: short-side resize then a centre crop or 3 crops (left/centre/right along the long
 side), or ``eval_resize='full'``: the whole frame resized to ``image_size`` square (Keras preset; ``'keras'``:
 the same in Keras' two steps).
@@ -12,7 +14,9 @@ Outputs are float ``[3, F, H, W]``.
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable
 
 import einops
 import torch
@@ -23,20 +27,60 @@ from torchvision.transforms.v2 import functional as TF
 from .config import DataConfig
 
 
+#: scenic's colour augmentation (``video_ops.color_default_augm``): saturation and contrast 0.6-1.4, hue +-0.2.
+#: scenic adds a brightness delta of +-32/255; ``v2.ColorJitter`` multiplies by 1 +- 0.125 instead, and
+#: applies the four in a random order (scenic: brightness, saturation, contrast, hue).
+SCENIC_COLOR_JITTER = dict(brightness=0.125, contrast=(0.6, 1.4), saturation=(0.6, 1.4), hue=0.2)
+
+
 def train_transform(cfg: DataConfig) -> v2.Compose:
-    """Random spatial augmentation of a uint8 video ``[F, 3, H, W]`` (still uint8)."""
+    """Random augmentation of a uint8 video ``[F, 3, H, W]`` (still uint8): crop, flip, colour, RandAugment."""
     if cfg.train_crop == "batch_crop":  # cropped and flipped later, per batch: crop_batch
-        return v2.Compose([v2.Resize([cfg.short_side, cfg.short_side], antialias=True)])
-    if cfg.train_crop == "random_resized_crop":
-        ops: list[v2.Transform] = [v2.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.rrc_scale),
-                                                        ratio=tuple(cfg.rrc_ratio), antialias=True)]
+        ops: list[v2.Transform] = [v2.Resize([cfg.short_side, cfg.short_side], antialias=True)]
+    elif cfg.train_crop == "random_resized_crop":
+        ops = [v2.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.rrc_scale), ratio=tuple(cfg.rrc_ratio),
+                                    antialias=True)]
     else:
         low, high = (round(cfg.short_side * s) for s in cfg.scale_jitter)
         ops = [v2.RandomShortestSize(list(range(low, high + 1)), antialias=True),
                v2.RandomCrop(cfg.image_size, pad_if_needed=True)]
-    if cfg.hflip:
+    if cfg.hflip and cfg.train_crop != "batch_crop":
         ops.append(v2.RandomHorizontalFlip())
+    if cfg.color_jitter:
+        ops.append(v2.RandomApply([v2.ColorJitter(**SCENIC_COLOR_JITTER)], p=cfg.color_jitter))
+    if cfg.grayscale:  # v2.RandomGrayscale would pass a Video through unchanged (no Video kernel)
+        ops.append(v2.RandomApply([v2.Lambda(grayscale_video)], p=cfg.grayscale))
+    if cfg.rand_augment is not None:
+        num_ops, magnitude = cfg.rand_augment
+        ops.append(v2.RandAugment(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=11))
     return v2.Compose(ops)
+
+
+def grayscale_video(video: tv_tensors.Video) -> tv_tensors.Video:
+    """Every frame of ``video`` ``[F, 3, H, W]`` to greyscale, kept in 3 channels.
+
+    torchvision 0.29's ``rgb_to_grayscale`` has no ``Video`` kernel, so ``v2.RandomGrayscale`` leaves a
+    video as it is; the frames go through the image kernel as a plain tensor instead.
+    """
+    return tv_tensors.wrap(TF.rgb_to_grayscale(video.as_subclass(torch.Tensor), num_output_channels=3), like=video)
+
+
+def clip_eraser(cfg: DataConfig) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """:func:`erase_clip` with ``v2.RandomErasing(p=cfg.random_erasing)``, or None when it is off.
+
+    The erased rectangle is filled with per-pixel standard normal noise (``value='random'``; timm's
+    and VideoMAE's ``mode='pixel'``), the same rectangle and noise on every frame.
+    """
+    if not cfg.random_erasing:
+        return None
+    return functools.partial(erase_clip, v2.RandomErasing(p=cfg.random_erasing, value="random"))
+
+
+def erase_clip(eraser: v2.RandomErasing, clip: torch.Tensor) -> torch.Tensor:
+    """``eraser`` applied to a normalised float clip ``[3, F, H, W]``, one draw for the whole clip."""
+    video = tv_tensors.Video(einops.rearrange(clip, "c f h w -> f c h w"))  # [F, 3, H, W]
+    erased = eraser(video).as_subclass(torch.Tensor)
+    return einops.rearrange(erased, "f c h w -> c f h w").contiguous()  # [3, F, H, W]
 
 
 def crop_batch(clips: torch.Tensor, size: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:

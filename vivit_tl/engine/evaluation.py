@@ -5,7 +5,8 @@ video ``i // V``). Each process runs its shard; ``accelerator.gather_for_metrics
 ``(logits, label, video_index)`` and drops the padding accelerate adds to the last batches, so
 every view is seen once. The **logits** of a video's views are averaged (the ViViT protocol,
 SPEC §2) before top-1/top-5. Views with label -1 (unreadable file) are left out; a video with no
-readable view is counted in ``num_unreadable`` and excluded from the metrics.
+readable view is counted in ``num_unreadable`` and excluded from the metrics. Besides top-1 and top-5 the
+summary has the mean class accuracy (:func:`mean_class_accuracy`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class EvalResult:
         return (self.labels >= 0) & (self.views > 0)
 
     def summary(self) -> dict[str, Any]:
-        """``loss``, ``top1``, ``top5`` (fractions; None when nothing is readable) and counts."""
+        """``loss``, ``top1``, ``top5``, ``mean_class_acc`` (fractions; None when nothing is readable) and counts."""
         valid = self.valid
         logits, labels = self.logits[valid], self.labels[valid]
         n = int(valid.sum())
@@ -54,12 +55,13 @@ class EvalResult:
             "num_items": self.items,
         }
         if n == 0:
-            return {**out, "loss": None, "top1": None, "top5": None}
+            return {**out, "loss": None, "top1": None, "top5": None, "mean_class_acc": None}
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices  # [n, k]
         out["loss"] = F.cross_entropy(logits, labels).item()
         out["top1"] = (topk[:, 0] == labels).double().mean().item()
         out["top5"] = (topk == labels[:, None]).any(dim=1).double().mean().item()
+        out["mean_class_acc"] = mean_class_accuracy(self.confusion())
         return out
 
     def confusion(self) -> torch.Tensor:
@@ -78,6 +80,25 @@ class EvalResult:
             name: {"top1": confusion[c, c].item() / counts[c].item() if counts[c] else None, "count": int(counts[c])}
             for c, name in enumerate(self.classes)
         }
+
+
+def mean_class_accuracy(confusion: torch.Tensor) -> float:
+    """mmaction2's ``mean_class_accuracy`` from a confusion matrix ``[C, C]`` (rows: true class).
+
+    The mean over classes of the per-class recall (correct / samples of the class), over the classes
+    that occur as a label or as a prediction: a class with no samples is skipped, unless it was
+    predicted, when it counts 0 (as mmaction2, whose confusion matrix covers exactly those classes).
+    """
+    count, hits = confusion.sum(dim=1), confusion.diagonal()
+    occurs = (count > 0) | (confusion.sum(dim=0) > 0)
+    recall = hits.double() / count.clamp(min=1)  # 0 for a class without samples
+    return recall[occurs].mean().item()
+
+
+def accuracy_line(summary: dict[str, Any]) -> str:
+    """``'top-1 93.12%, top-5 99.00%, mean class 92.50%'`` for a console line, from a summary or report."""
+    return (f"top-1 {pct(summary.get('top1'))}, top-5 {pct(summary.get('top5'))}, "
+            f"mean class {pct(summary.get('mean_class_acc'))}")
 
 
 def shuffle_frames(clips: torch.Tensor, video_index: torch.Tensor, seed: int) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """The run's ``metrics.jsonl``: an accelerate tracker that appends one JSON object per log call.
 
 Each line has ``step`` and ``epoch`` plus any of ``train/loss``, ``train/acc``, ``lr``,
-``val/loss``, ``val/top1``, ``val/top5``, ``train/bad_file_substitutions``, ``<split>/top1``,
-``<split>/top5`` (the final evaluation) and ``time/elapsed_s`` (the run's wall time, on the
+``val/loss``, ``val/top1``, ``val/top5``, ``val/mean_class_acc``, ``val_ema/*`` (the same for the EMA
+weights, with ``optim.ema_decay``), ``train/bad_file_substitutions``, ``<split>/top1``, ``<split>/top5``,
+``<split>/mean_class_acc`` (the final evaluation) and ``time/elapsed_s`` (the run's wall time, on the
 validation and final lines). On resume the lines written after the checkpoint are
 dropped (:func:`truncate_metrics`), so the log matches the resumed run.
 """

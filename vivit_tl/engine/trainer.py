@@ -37,16 +37,18 @@ from vivit_tl.checkpoint import (
 from vivit_tl.config import DATA_DERIVED_MODEL_FIELDS, TrainConfig, load_config
 from vivit_tl.data import DataConfig, build_dataset, dataset_root, prepare_dataset
 from vivit_tl.engine.distributed import make_accelerator, process_state, set_cpu_threads
-from vivit_tl.engine.evaluation import EvalResult, evaluate, pct, write_report
+from vivit_tl.engine.evaluation import EvalResult, accuracy_line, evaluate, write_report
 from vivit_tl.engine.loader import build_eval_loader, build_train_loader
 from vivit_tl.engine.metrics_log import METRICS_NAME, JsonlTracker, truncate_metrics
-from vivit_tl.engine.optim import build_optimizer, build_scheduler
+from vivit_tl.engine.optim import build_optimizer, build_scheduler, describe_param_groups
+from vivit_tl.engine.regularization import build_batch_mixer, build_ema, dominant_label, mix_batch
 from vivit_tl.errors import UserError
 from vivit_tl.models import VideoTransformer, create_model, model_config
 from vivit_tl.pretrained import load_pretrained
 
 CONFIG_NAME = "config.yaml"
 BEST_DIR, LAST_DIR, CHECKPOINTS_DIR = "best", "last", "checkpoints"
+BEST_EMA_DIR, LAST_EMA_DIR = "best_ema", "last_ema"  # the EMA weights (optim.ema_decay)
 
 
 @dataclass
@@ -178,6 +180,7 @@ class Trainer:
                 report = load_pretrained(model, cfg.model.init_from)
             acc.print(report.summary())
         optimizer = build_optimizer(model, cfg.optim)
+        acc.print("parameter groups:\n" + describe_param_groups(optimizer.param_groups))
         per_process = cfg.optim.batch_size
         train_loader = build_train_loader(self.train_set, data=cfg.data, batch_size=per_process, seed=cfg.run.seed)
         val_loader = build_eval_loader(
@@ -195,10 +198,16 @@ class Trainer:
         scheduler = build_scheduler(optimizer, cfg.optim, self.steps_per_epoch)
         self.scheduler = acc.prepare(scheduler)
         self.model, self.optimizer, self.train_loader, self.val_loader = model, optimizer, train_loader, val_loader
+        # with mixup/CutMix the targets are soft [B, C]; the smoothing then applies to the mixed targets
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+        self.mixer = build_batch_mixer(cfg.optim, len(self.classes))
+        self.ema = build_ema(acc.unwrap_model(model, keep_torch_compile=False), cfg.optim.ema_decay)
+        if self.ema is not None:
+            acc.register_for_checkpointing(self.ema)  # resumable: part of every checkpoint
         set_seed(cfg.run.seed, device_specific=True)  # each process its own dropout stream
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.best: dict[str, Any] = {"val/top1": None, "step": None, "epoch": None}
+        self.best_ema: dict[str, Any] = dict(self.best)
         self.window = torch.zeros(3, device=acc.device)  # train loss sum, correct, count since the last log
         if self.resume_from is not None:
             self.load_checkpoint(self.resume_from)
@@ -228,6 +237,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "global_step": self.global_step,
             "best": self.best,
+            "best_ema": self.best_ema,
             "log_window": log_window,  # train loss/acc sums (all processes) since the last log line
             "model_name": self.cfg.model.name,
             "model_config": dataclasses.asdict(self.unwrapped.config),
@@ -250,13 +260,16 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             self.save_model(self.run_dir / LAST_DIR, metrics)
+            if self.ema is not None:
+                self.save_model(self.run_dir / LAST_EMA_DIR, None, self.ema.module)
             self.checkpoints.commit(step, self.train_state(log_window))
         acc.wait_for_everyone()
 
-    def save_model(self, directory: Path, metrics: dict[str, float] | None) -> None:
+    def save_model(self, directory: Path, metrics: dict[str, float] | None, model: VideoTransformer | None = None) -> None:
+        """Write the model file of ``model`` (default: the trained weights) into ``directory``."""
         save_model_file(
             directory,
-            self.unwrapped,
+            model if model is not None else self.unwrapped,
             classes=self.classes,
             data_config=self.cfg.data,
             step=self.global_step,
@@ -285,6 +298,7 @@ class Trainer:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.best = state.get("best", self.best)
+        self.best_ema = state.get("best_ema", self.best_ema)
         # work lost after the checkpoint is not counted; an older checkpoint without it leaves the total unknown
         self.elapsed_before = state.get("elapsed_s")
         if acc.is_main_process:  # the other processes restart their sums from zero
@@ -326,18 +340,24 @@ class Trainer:
         loader.set_epoch(self.epoch)
         self.model.train()
         for clips, labels, _ in loader:
+            targets = labels  # int [B], or soft [B, C] after mixup/CutMix
+            if self.mixer is not None:
+                clips, targets = mix_batch(self.mixer, clips, labels)
             with acc.accumulate(self.model):
                 logits = self.model(clips)
-                loss = self.criterion(logits, labels)
+                loss = self.criterion(logits, targets)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.optim.grad_clip > 0:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
                 self.optimizer.step()
                 if acc.sync_gradients:
                     self.scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update_parameters(self.unwrapped)
                 self.optimizer.zero_grad(set_to_none=True)
             n = labels.shape[0]
-            self.window += torch.stack([loss.detach().float() * n, (logits.argmax(1) == labels).sum().float(),
+            correct = (logits.argmax(1) == dominant_label(targets)).sum().float()
+            self.window += torch.stack([loss.detach().float() * n, correct,
                                         torch.tensor(float(n), device=acc.device)])
             self.batch_in_epoch += 1
             if not acc.sync_gradients:
@@ -357,12 +377,13 @@ class Trainer:
                 os.kill(os.getpid(), signal.SIGKILL)  # a crash right here
 
     def current_lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        """The learning rate of the schedule (that of the top layer with optim.layer_decay)."""
+        return max(group["lr"] for group in self.optimizer.param_groups)
 
     def validate(self) -> dict[str, float]:
         result = self.run_eval(self.val_loader, self.val_set, f"val (epoch {self.epoch})")
         summary = result.summary()
-        metrics = {f"val/{k}": summary[k] for k in ("loss", "top1", "top5") if summary[k] is not None}
+        metrics = {f"val/{k}": summary[k] for k in ("loss", "top1", "top5", "mean_class_acc") if summary[k] is not None}
         # Training clips served by a substitute because their file was bad, since the start of this
         # process, summed over processes (each process counts its own DataLoader workers).
         local = torch.tensor([self.train_set.num_skipped], device=self.accelerator.device)
@@ -371,7 +392,7 @@ class Trainer:
                               **self.clock_record(), "epoch": self.epoch}, step=self.global_step)
         top1 = metrics.get("val/top1")
         self.accelerator.print(
-            f"epoch {self.epoch}: val top-1 {pct(top1)}, top-5 {pct(metrics.get('val/top5'))} "
+            f"epoch {self.epoch}: val {accuracy_line(summary)} "
             f"({summary['num_evaluated']} {self.cfg.data.samples_noun}, "
             f"{summary['num_unreadable']} unreadable)"
             + (f"; {substituted} training clips replaced (bad files, see the warnings)" if substituted else "")
@@ -381,11 +402,29 @@ class Trainer:
             self.best = {"val/top1": top1, "step": self.global_step, "epoch": self.epoch}
             if self.accelerator.is_main_process:
                 self.save_model(self.run_dir / BEST_DIR, metrics)
+        if self.ema is not None:
+            self.validate_ema()
         self.accelerator.wait_for_everyone()
         return metrics
 
-    def run_eval(self, loader, dataset, desc: str, shuffle_frames_seed: int | None = None) -> EvalResult:
-        return evaluate(self.model, loader, self.accelerator, num_views=dataset.num_views,
+    def validate_ema(self) -> None:
+        """Validate the EMA weights (logged as ``val_ema/*``); the best of them go to ``best_ema/``."""
+        with self.accelerator.autocast():  # the EMA copy is not wrapped by accelerate.prepare
+            summary = self.run_eval(self.val_loader, self.val_set, f"val EMA (epoch {self.epoch})",
+                                    model=self.ema.module).summary()
+        metrics = {f"val_ema/{k}": summary[k] for k in ("loss", "top1", "top5", "mean_class_acc")
+                   if summary[k] is not None}
+        self.accelerator.log({**metrics, "epoch": self.epoch}, step=self.global_step)
+        self.accelerator.print(f"epoch {self.epoch}: EMA val {accuracy_line(summary)}")
+        top1, best = metrics.get("val_ema/top1"), self.best_ema.get("val/top1")
+        if top1 is not None and (best is None or top1 > best):
+            self.best_ema = {"val/top1": top1, "step": self.global_step, "epoch": self.epoch}
+            if self.accelerator.is_main_process:
+                self.save_model(self.run_dir / BEST_EMA_DIR, metrics, self.ema.module)
+
+    def run_eval(self, loader, dataset, desc: str, shuffle_frames_seed: int | None = None,
+                 model: torch.nn.Module | None = None) -> EvalResult:
+        return evaluate(self.model if model is None else model, loader, self.accelerator, num_views=dataset.num_views,
                         classes=self.classes, shuffle_frames_seed=shuffle_frames_seed, desc=desc)
 
     def final_evaluation(self) -> TrainOutcome:
@@ -410,6 +449,7 @@ class Trainer:
             report = write_report(result, report_dir, {"model": str(model_dir), "split": split,
                                                         "views_per_video": dataset.num_views})
             acc.log({f"{split}/top1": report["top1"], f"{split}/top5": report["top5"],
+                     f"{split}/mean_class_acc": report["mean_class_acc"],
                      **self.clock_record(), "epoch": self.epoch}, step=self.global_step)
         acc.wait_for_everyone()
         root = dataset_root(cfg.data)
