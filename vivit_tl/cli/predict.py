@@ -1,12 +1,15 @@
 """Top-k labels of a trained model on video (or image) files, averaged over the evaluation views.
 
 Usage:
-    vivit-tl predict CHECKPOINT VIDEO [VIDEO ...] [--top-k 5] [--json] [--batch-size 8]
+    vivit-tl predict CHECKPOINT VIDEO [VIDEO ...] [--top-k 5] [--json] [--batch-size 8] [--workers 2]
+        [--device auto|cpu|cuda] [--dtype float32|bfloat16|float16]
 
 CHECKPOINT is a model folder (config.json + model.safetensors, or the older model.json + model.safetensors),
 its model.safetensors, a run directory, or hf:<repo id> (a vivit-tl model on the Hub). Each file is read
 with the checkpoint's own preprocessing (frames, stride, size, eval clips x crops); the logits of its
-views are averaged and turned into probabilities. ``--json`` prints one JSON list on stdout with an
+views are averaged and turned into probabilities. Views go through the model ``--batch-size`` at a
+time across files, on ``--device`` (``auto``: a CUDA GPU when there is one), while ``--workers``
+processes read the next files. ``--json`` prints one JSON list on stdout with an
 object per file: ``{"file", "views", "top": [{"label", "prob"}, ...]}`` or ``{"file", "error"}``.
 
 A file that cannot be read gets a one-line ``error: FILE: reason`` on stderr; the other files are
@@ -22,11 +25,9 @@ import sys
 from tqdm import tqdm
 
 from vivit_tl.cli import make_parser
+from vivit_tl.device import add_device_arguments
 from vivit_tl.errors import run_cli
 from vivit_tl.predict import Predictor
-
-# what reading one file may raise for a bad file (decord's DECORDError is a RuntimeError)
-FILE_ERRORS = (ValueError, OSError, RuntimeError)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,9 +37,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per file (default 5)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default 8)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes reading the next files while the model runs (0: none; default 2)")
+    add_device_arguments(parser)
     args = parser.parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1:
-        parser.error("--top-k and --batch-size must be >= 1")
+    if args.top_k < 1 or args.batch_size < 1 or args.workers < 0:
+        parser.error("--top-k and --batch-size must be >= 1, --workers >= 0")
     return args
 
 
@@ -52,19 +56,15 @@ def format_result(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    predictor = Predictor.load(args.checkpoint)
+    predictor = Predictor.load(args.checkpoint, device=args.device, dtype=args.dtype)
     results, failed = [], 0
-    for path in tqdm(args.files, desc="predict", unit="file", disable=len(args.files) < 2):
-        try:
-            result = predictor.predict_file(path, k=args.top_k, batch_size=args.batch_size)
-        except FILE_ERRORS as exc:
-            failed += 1
-            message = str(exc) if str(exc).startswith(path) else f"{path}: {exc}"
-            tqdm.write(f"error: {message}", file=sys.stderr)
-            results.append({"file": path, "error": str(exc)})
-            continue
+    predictions = predictor.predict_files(args.files, k=args.top_k, batch_size=args.batch_size, workers=args.workers)
+    for result in tqdm(predictions, total=len(args.files), desc="predict", unit="file", disable=len(args.files) < 2):
         results.append(result)
-        if not args.json:
+        if "error" in result:
+            failed += 1
+            tqdm.write(f"error: {result['error']}", file=sys.stderr)
+        elif not args.json:
             tqdm.write(format_result(result))
     if args.json:
         print(json.dumps(results, indent=2))
