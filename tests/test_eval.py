@@ -129,3 +129,29 @@ def test_shuffle_frames_is_a_fixed_non_identity_permutation():
     assert torch.equal(alone[0], out[1])
     with pytest.raises(UserError, match="at least 2 frames"):
         shuffle_frames(torch.zeros(1, 3, 1, 2, 2), torch.tensor([0]), seed=0)
+
+
+def test_eval_cli_device_and_dtype(tmp_path, capsys):
+    """vivit-tl eval --device cpu (forced CPU) and --dtype bfloat16 (CPU autocast) agree; float16 on the CPU is refused."""
+    from accelerate.state import AcceleratorState
+
+    from vivit_tl.data import dataset_root
+    from vivit_tl.data.synthetic import CLASSES
+
+    from viz_utils import load_tool, save_tiny_model, synthetic_config, synthetic_videos
+
+    cfg = synthetic_config(tmp_path / "cache")
+    synthetic_videos(cfg)
+    model = save_tiny_model(tmp_path / "model", cfg, list(CLASSES))
+    data = str(dataset_root(cfg))
+    reports = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / dtype
+        AcceleratorState._reset_state(reset_partial_state=True)  # a new process would start with a fresh state
+        assert load_tool("eval").main([str(model), data, "--device", "cpu", "--dtype", dtype, "--out", str(out)]) == 0
+        reports[dtype] = json.loads((out / "report.json").read_text())
+    assert reports["float32"]["num_evaluated"] == reports["bfloat16"]["num_evaluated"] == len(CLASSES)
+    assert abs(reports["float32"]["loss"] - reports["bfloat16"]["loss"]) < 0.05  # bf16 rounding only
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(UserError, match="float16 needs a CUDA device"):
+        load_tool("eval").main([str(model), data, "--device", "cpu", "--dtype", "float16"])

@@ -48,6 +48,22 @@ def test_visualize_writes_grid_and_animation_per_layer(run, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_visualize_on_cpu_and_auto_draws_the_same_grid(run, tmp_path):
+    """--device cpu and --device auto (the GPU where there is one) give the same maps; float16 on the CPU is refused."""
+    video = run["videos"][3]
+    grids = []
+    for device in ("cpu", "auto"):
+        out = tmp_path / device
+        load_tool("visualize").main([str(run["tl"]), str(video), "--out", str(out), "--no-animation",
+                                     "--device", device])
+        with Image.open(out / f"{video.stem}_layer0.png") as png:
+            grids.append(np.asarray(png.convert("RGB"), dtype=np.int16))
+    assert np.abs(grids[0] - grids[1]).max() <= (0 if not torch.cuda.is_available() else 8)
+    with pytest.raises(UserError, match="float16 needs a CUDA device"):
+        load_tool("visualize").main([str(run["tl"]), str(video), "--out", str(tmp_path), "--device", "cpu",
+                                     "--dtype", "float16"])
+
+
 def test_visualize_layer_and_token_selection(run, tmp_path):
     tool = load_tool("visualize")
     video = run["videos"][0]

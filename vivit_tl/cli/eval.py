@@ -2,7 +2,7 @@
 
 Usage:
     vivit-tl eval CHECKPOINT DATA [--split val] [--out DIR] [--batch-size 16]
-        [--shuffle-frames [SEED]] [data.key=value ...]
+        [--shuffle-frames [SEED]] [--device auto|cpu|cuda] [--dtype float32|bfloat16|float16] [data.key=value ...]
     accelerate launch --multi_gpu --num_processes 8 vivit-tl eval CHECKPOINT DATA   # same result, faster
 
 CHECKPOINT is a model folder (``runs/<name>/best``: config.json + model.safetensors, or the older
@@ -16,6 +16,10 @@ Writes into ``--out`` (default ``<checkpoint folder>/eval_<split>``, ``_shuffled
 videos), ``confusion_matrix.csv`` and ``confusion_matrix.png``. Every sample is counted exactly
 once under any number of processes; videos that cannot be read are reported and excluded.
 
+``--device auto`` (the default) leaves the choice to accelerate (the GPU of each process when there
+is one), ``--device cpu`` runs on the CPU even on a GPU machine. ``--dtype bfloat16|float16`` is
+accelerate's mixed precision (autocast); float16 needs CUDA.
+
 ``--shuffle-frames`` is the temporal control: every clip's frames are permuted (a fixed
 permutation per video), so a model that uses motion loses accuracy on motion classes.
 """
@@ -26,6 +30,7 @@ import argparse
 from pathlib import Path
 
 from vivit_tl.cli import make_parser
+from vivit_tl.device import add_device_arguments
 from vivit_tl.errors import run_cli
 
 
@@ -38,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16, help="clips per batch and process (default 16)")
     parser.add_argument("--shuffle-frames", nargs="?", type=int, const=0, default=None, metavar="SEED",
                         help="control: permute the frames of every clip (seed default 0)")
+    add_device_arguments(parser)
     parser.add_argument("overrides", nargs="*", metavar="data.key=value", help="data config overrides")
     return parser.parse_intermixed_args(argv)
 
@@ -48,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from vivit_tl.checkpoint import load_model_file, report_dir
     from vivit_tl.config import override_dataclass
     from vivit_tl.data import DataConfig, build_dataset, synthetic
+    from vivit_tl.device import ACCELERATE_PRECISION, autocast_dtype, resolve_device
     from vivit_tl.engine.distributed import make_accelerator, set_cpu_threads
     from vivit_tl.engine.evaluation import accuracy_line, evaluate, pct, write_report
     from vivit_tl.engine.loader import build_eval_loader
@@ -55,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if ":" in args.device:
+        raise UserError(f"--device {args.device}: eval takes auto, cpu or cuda (choose GPUs with CUDA_VISIBLE_DEVICES)")
+    device = resolve_device(args.device)
+    autocast_dtype(args.dtype, device)  # refuses float16 on the CPU
     data_root = Path(args.data)
     if not data_root.is_dir():
         raise FileNotFoundError(f"data folder not found: {data_root}")
@@ -68,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
               "data.kind=video_folder")
         data_cfg = override_dataclass(data_cfg, ["kind=video_folder"], "data")
     split = args.split or data_cfg.val_split
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(cpu=args.device == "cpu", mixed_precision=ACCELERATE_PRECISION[args.dtype])
     set_cpu_threads(None, accelerator.state)
     dataset = build_dataset(data_cfg, split, train=False)
     if list(dataset.classes) != list(info["classes"]):

@@ -3,6 +3,7 @@
 Usage:
     vivit-tl visualize CHECKPOINT VIDEO_OR_IMAGE --out DIR
         [--layer 0 [1 ...]] [--tokens 0 3 5] [--view N] [--fps 8] [--no-animation]
+        [--device auto|cpu|cuda] [--dtype float32|bfloat16|float16]
 
 For every TokenLearner layer of the model (or those given by ``--layer``, 0-based in model order)
 it writes
@@ -25,10 +26,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from vivit_tl.cli import make_parser
+from vivit_tl.device import add_device_arguments
 from vivit_tl.errors import UserError, run_cli
 from vivit_tl.predict import Predictor
 from vivit_tl.viz.render import render_animation, render_grid
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="evaluation view whose maps are shown (default: the central clip and crop)")
     parser.add_argument("--fps", type=float, default=8.0, help="animation frame rate (default 8)")
     parser.add_argument("--no-animation", action="store_true", help="write only the PNG grids")
+    add_device_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.fps <= 0:
         raise UserError(f"--fps must be > 0, got {args.fps}")
-    predictor = Predictor.load(args.checkpoint)
+    predictor = Predictor.load(args.checkpoint, device=args.device, dtype=args.dtype)
     views, frames = predictor.read(args.file, return_frames=True)  # [V, 3, F, H, W], [V, F, H, W, 3]
     clips = predictor.data_config.eval_clips if predictor.data_config.is_video else 1
     view = args.view if args.view is not None else central_view(clips, len(views) // clips)
@@ -76,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     probs = predictor.probabilities(views)
     best = int(probs.argmax())
-    with torch.inference_mode():
-        _, maps = predictor.model(views[view : view + 1], return_maps=True)  # list of [1, T, S, Hg, Wg]
+    _, maps = predictor.forward(views[view : view + 1], return_maps=True)
+    maps = [m.float().cpu() for m in maps]  # list of [1, T, S, Hg, Wg]
     if not maps:
         raise UserError(f"{args.checkpoint}: the model has no TokenLearner layer (token_learner="
                         f"{predictor.info['model_config'].get('token_learner')!r}): no attention maps to show")

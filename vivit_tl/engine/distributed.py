@@ -31,9 +31,9 @@ def process_state() -> PartialState:
     return PartialState(cpu=no_accelerator())
 
 
-def make_accelerator(**kwargs: Any) -> Accelerator:
-    """An ``Accelerator`` on the process group of :func:`process_state`."""
-    return Accelerator(cpu=no_accelerator(), **kwargs)
+def make_accelerator(cpu: bool = False, **kwargs: Any) -> Accelerator:
+    """An ``Accelerator`` on the process group of :func:`process_state` (on the CPU also when ``cpu``)."""
+    return Accelerator(cpu=cpu or no_accelerator(), **kwargs)
 
 
 def set_cpu_threads(requested: int | None, state: PartialState) -> int:
