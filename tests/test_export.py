@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -93,3 +94,45 @@ def test_a_training_checkpoint_is_a_clear_error(tmp_path):
     for spec in (step, step / "model.safetensors"):
         with pytest.raises(UserError, match="training checkpoints .* resume with vivit-tl train --resume"):
             export.load_any(str(spec))
+
+
+@pytest.fixture(scope="module")
+def plain_model_dir(tmp_path_factory):
+    """The same tiny size without TokenLearner."""
+    torch.manual_seed(1)
+    model = create_model("vivit_ti16x2", num_classes=3, num_frames=4, image_size=32, patch_size=8, embed_dim=32,
+                         num_heads=2, mlp_dim=64, depth=2)
+    folder = tmp_path_factory.mktemp("export_plain") / "model"
+    save_model_file(folder, model, classes=CLASSES, data_config={"num_frames": 4, "image_size": 32}, step=0, epoch=0)
+    return folder
+
+
+@pytest.mark.parametrize("which", ["token_learner", "plain"])
+def test_onnx_export_matches_eager(which, model_dir, plain_model_dir, tmp_path, capsys):
+    """torch.onnx.export(dynamo=True) with a dynamic batch; onnxruntime's logits within 1e-4 of eager."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from vivit_tl.export import onnx_logits
+
+    folder = model_dir if which == "token_learner" else plain_model_dir
+    out = tmp_path / "model.onnx"
+    assert load_tool("export").main([str(folder), "--format", "onnx", "--out", str(out)]) == 0
+    assert "max abs logit difference vs eager" in capsys.readouterr().out
+    metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(metadata["model.json"])["classes"] == CLASSES
+    eager, _ = load_model_file(folder)
+    for batch in (1, 5):  # other batch sizes than the example's 2
+        x = torch.randn(batch, 3, 4, 32, 32)
+        with torch.inference_mode():
+            diff = (onnx_logits(out, x) - eager(x)).abs().max().item()
+        print(f"ONNX ({which}) vs eager, batch {batch}: max abs difference {diff:.3g}")
+        assert diff <= 1e-4
+
+
+def test_onnx_without_onnxruntime_names_the_extra(model_dir, tmp_path, monkeypatch):
+    from vivit_tl.export import onnx_logits
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    with pytest.raises(UserError, match=r"needs onnxruntime: pip install 'vivit-tl\[onnx\]'"):
+        onnx_logits(tmp_path / "model.onnx", torch.zeros(1, 3, 4, 32, 32))

@@ -1,4 +1,5 @@
-"""Exporting models: `torch.export` programs of the inference model and vivit-tl model files from any source.
+"""Exporting models: `torch.export` programs and ONNX files of the inference model, and vivit-tl model files
+from any source.
 
 The command is ``vivit-tl export`` (:mod:`vivit_tl.cli.export`).
 """
@@ -44,6 +45,49 @@ def max_logit_difference(program: torch.export.ExportedProgram, model: torch.nn.
     """Max absolute difference between the exported program's and the eager model's logits on ``x``."""
     with torch.inference_mode():
         return (program.module()(x) - model(x)).abs().max().item()
+
+
+ONNX_EXTRA = "pip install 'vivit-tl[onnx]'"
+ONNX_INPUT, ONNX_OUTPUT = "clip", "logits"
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, out: Path, description: dict[str, Any],
+                dynamic_batch: bool = True) -> Path:
+    """Write ``model(clip) -> logits`` as an ONNX file with ``torch.onnx.export(..., dynamo=True)``.
+
+    The input is named ``clip`` ``[B, 3, F, R, R]`` at the example's frames and size (B dynamic unless
+    ``dynamic_batch`` is False), the output ``logits``; ``description`` is stored as JSON in the model's
+    metadata under ``model.json``.
+    """
+    import json
+
+    try:
+        import onnxscript  # noqa: F401  (torch.onnx's dynamo exporter needs onnx and onnxscript)
+    except ImportError:
+        raise UserError(f"ONNX export needs onnx and onnxscript: {ONNX_EXTRA}") from None
+    shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=shapes, input_names=[ONNX_INPUT],
+                                output_names=[ONNX_OUTPUT], verbose=False)
+    program.model.metadata_props["model.json"] = json.dumps(description)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(out))
+    return out
+
+
+def onnx_logits(path: Path, x: torch.Tensor) -> torch.Tensor:
+    """Logits of the ONNX file at ``path`` on ``x`` with onnxruntime on the CPU."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError(f"checking the ONNX file needs onnxruntime: {ONNX_EXTRA}") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})[0])
+
+
+def onnx_max_logit_difference(path: Path, model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Max absolute difference between onnxruntime's and the eager model's logits on ``x``."""
+    with torch.inference_mode():
+        return (onnx_logits(path, x) - model(x)).abs().max().item()
 
 
 def model_file_data_config(cfg: Any, preprocessing: dict[str, Any] | None) -> dict[str, Any]:
