@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import types
-from typing import Callable
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -272,6 +272,38 @@ def _read_pyav(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, 
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise ReadError(path, UNREADABLE, str(exc)) from None
     raise ReadError(path, DECODE_ERROR, "frame count changed between passes")
+
+
+def stream_frames(path: str | os.PathLike, *, num_threads: int = 1, max_short_side: int | None = None,
+                  ) -> Iterator[tuple[float, np.ndarray]]:
+    """Decode a whole video in order with PyAV, one frame at a time: ``(time in seconds from the first frame,
+    uint8 RGB frame [H, W, 3])``, downscaled while decoding to ``max_short_side`` (as `read_frames`).
+
+    Memory stays at one frame however long the video. Raises ReadError for a file that cannot be opened
+    or has no frames; a file damaged part-way ends the stream at the last frame that decoded.
+    """
+    path = str(path)
+    check_file(path)
+    size = decode_size(path, max_short_side) if max_short_side else None
+    kwargs = {"width": size[0], "height": size[1]} if size else {}
+    count, first = 0, None
+    try:
+        with av.open(path) as container:
+            stream = _video_stream(container, path)
+            stream.codec_context.thread_count = num_threads
+            rate = float(stream.average_rate or 0) or None
+            try:
+                for frame in container.decode(stream):
+                    time = frame.time if frame.time is not None else count / (rate or 1.0)
+                    first = time if first is None else first
+                    count += 1
+                    yield time - first, frame.to_ndarray(format="rgb24", **kwargs)
+            except av.error.FFmpegError:
+                pass  # truncated or corrupt from here on: the frames that decoded were yielded
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise ReadError(path, UNREADABLE, str(exc)) from None
+    if count == 0:
+        raise ReadError(path, NO_FRAMES)
 
 
 MAX_AUTO_THREADS = 16  # FFmpeg's own cap for automatic threads (more is "not recommended" for H.264)
