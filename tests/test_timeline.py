@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -116,6 +117,24 @@ def test_windows_hold_their_frames_only():
     assert [clip[:, 0, 0, 0].tolist() for _, clip in windows] == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
     short = list(window_frames(((i * 0.5, np.zeros((2, 2, 3), np.uint8)) for i in range(3)), 2.0, 1.0))
     assert [(w.start_s, w.end_s, len(clip)) for w, clip in short] == [(0.0, 1.5, 3)]  # shorter than a window
+
+
+def test_window_memory_stays_bounded_on_a_long_stream():
+    """2,000 frames (200 s at 10 fps) in 1 s windows: no more than about one window of frames is ever held."""
+    alive: list[weakref.ref] = []
+    most = 0
+
+    def frames():
+        nonlocal most
+        for i in range(2000):
+            most = max(most, sum(ref() is not None for ref in alive[-50:]))  # older ones were checked before
+            frame = np.zeros((2, 2, 3), np.uint8)
+            alive.append(weakref.ref(frame))
+            yield i / 10, frame
+
+    count = sum(1 for _ in window_frames(frames(), window_s=1.0, stride_s=0.5))
+    assert count == 399 and most <= 12  # 10 frames per window, +1 for the frame that closes it
+    assert sum(ref() is not None for ref in alive) == 0
 
 
 def test_stream_frames_times(long_video):
