@@ -27,7 +27,7 @@ from vivit_tl.data.writer import write_video
 from vivit_tl.errors import UserError
 from vivit_tl.models import create_model
 from vivit_tl.predict import Predictor
-from vivit_tl.timeline import predict_timeline, window_frames, write_timeline
+from vivit_tl.timeline import predict_timeline, window_frames
 
 from viz_utils import TINY_MODEL, load_tool, synthetic_config
 

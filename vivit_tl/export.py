@@ -59,10 +59,11 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, out: Path, descri
     ``dynamic_batch`` is False), the output ``logits``; ``description`` is stored as JSON in the model's
     metadata under ``model.json``.
     """
+    import importlib
     import json
 
     try:
-        import onnxscript  # noqa: F401  (torch.onnx's dynamo exporter needs onnx and onnxscript)
+        importlib.import_module("onnxscript")  # torch.onnx's dynamo exporter needs onnx and onnxscript
     except ImportError:
         raise UserError(f"ONNX export needs onnx and onnxscript: {ONNX_EXTRA}") from None
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None

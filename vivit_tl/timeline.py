@@ -151,7 +151,7 @@ def estimated_windows(path: str, window_s: float, stride_s: float) -> int | None
         return None
     if duration is None:
         return None
-    return max(0, math.floor((duration - window_s) / stride_s)) + 1 + (duration > window_s)
+    return math.ceil((duration - window_s) / stride_s) + 1 if duration > window_s else 1  # grid + the last
 
 
 def predict_timeline(predictor: Predictor, path: str | Path, window_s: float = 2.0, stride_s: float = 1.0,
