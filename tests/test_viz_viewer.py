@@ -55,8 +55,8 @@ def test_page_embeds_frames_maps_and_ratios(tmp_path):
     data = page_data(path)  # the title's "</script>" did not end the script early
     assert data["title"] == "a </script> b" and data["top"] == [{"label": "x", "prob": 0.75}]
     assert len(data["frames"]) == FRAMES
-    png = base64.b64decode(data["frames"][3].removeprefix("data:image/png;base64,"))
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), frames[3])  # lossless, model size
+    webp = base64.b64decode(data["frames"][3].removeprefix("data:image/webp;base64,"))
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(webp))), frames[3])  # lossless, model size
     for layer, name, raw in zip(data["layers"], ["tl 0", "tl 1"], maps):
         assert layer["name"] == name and layer["token_ids"] == [2, 0]
         stored = np.frombuffer(base64.b64decode(layer["maps"]), np.uint8).reshape(4, 2, GRID, GRID)  # [T, K, Hg, Wg]

@@ -1,7 +1,7 @@
 """A self-contained HTML page to explore TokenLearner attention maps over a clip in a browser.
 
 The page (template ``viewer.html`` next to this module) needs no server and no network: the clip's
-frames are embedded as PNG data URIs at model resolution, and every layer's maps as base64 uint8
+frames are embedded as lossless WebP data URIs at model resolution, and every layer's maps as base64 uint8
 arrays (each map min-max scaled to 0..255, as the PNG grid and GIF show them, see
 `vivit_tl.viz.render`). In the browser, a time slider and play/pause move through the frames, a
 layer and a token selector (or all tokens as a grid) choose the maps, an opacity slider sets the
@@ -31,11 +31,12 @@ from vivit_tl.viz.render import COLORMAP, check_clip, normalize_minmax, peak_to_
 TEMPLATE = "viewer.html"
 
 
-def encode_png(image: np.ndarray) -> str:
-    """A ``data:image/png;base64,...`` URI of an ``[H, W, 3]`` uint8 image."""
+def encode_frame(image: np.ndarray) -> str:
+    """A ``data:image/webp;base64,...`` URI of an ``[H, W, 3]`` uint8 image, lossless WebP
+    (about a third smaller than an optimised PNG on the synthetic clips)."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="png", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    Image.fromarray(image).save(buffer, format="webp", lossless=True)
+    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def quantize_maps(maps: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -63,7 +64,7 @@ def viewer_data(
     """The JSON payload of the viewer page (see `write_attention_html` for the arguments).
 
     Returns:
-        ``{"title", "fps", "tubelet", "width", "height", "frames": [PNG data URI per frame],
+        ``{"title", "fps", "tubelet", "width", "height", "frames": [WebP data URI per frame],
         "top": [{"label", "prob"}], "colormap": base64 768 bytes, "layers": [{"name", "steps",
         "tokens", "grid_h", "grid_w", "token_ids", "maps": base64 uint8 [T, K, Hg, Wg],
         "peak_mean": [K][T]}]}``.
@@ -91,7 +92,7 @@ def viewer_data(
     return {
         "title": title, "fps": fps, "tubelet": tubelet_size,
         "width": int(frames.shape[2]), "height": int(frames.shape[1]),
-        "frames": [encode_png(frame) for frame in frames],
+        "frames": [encode_frame(frame) for frame in frames],
         "top": [{"label": str(entry["label"]), "prob": float(entry["prob"])} for entry in top],
         "colormap": base64.b64encode(colormap_bytes()).decode("ascii"),
         "layers": layers,
