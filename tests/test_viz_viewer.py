@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -22,6 +20,8 @@ from PIL import Image
 from vivit_tl.viz.render import overlay, peak_to_mean, upsample_maps
 from vivit_tl.viz.viewer import quantize_maps, viewer_data, write_attention_html
 
+from viz_utils import viewer_page_data
+
 FRAMES, TUBELET, TOKENS, GRID, SIZE = 8, 2, 3, 4, 32
 
 
@@ -31,13 +31,6 @@ def clip(seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
     frames = rng.integers(0, 256, (FRAMES, SIZE, SIZE, 3), dtype=np.uint8)
     maps = [rng.random((FRAMES // TUBELET, TOKENS, GRID, GRID)).astype(np.float32) for _ in range(2)]
     return frames, maps
-
-
-def page_data(path: Path) -> dict:
-    """The JSON embedded in a written page."""
-    text = path.read_text(encoding="utf-8")
-    payload = re.search(r'<script type="application/json" id="viewer-data">(.*?)</script>', text, re.S).group(1)
-    return json.loads(payload)
 
 
 def test_quantize_maps_scales_each_map_to_0_255():
@@ -52,7 +45,7 @@ def test_page_embeds_frames_maps_and_ratios(tmp_path):
     frames, maps = clip()
     path = write_attention_html(tmp_path / "v.html", frames, maps, TUBELET, tokens=[2, 0], title="a </script> b",
                                 top=[{"label": "x", "prob": 0.75}], layer_names=["tl 0", "tl 1"])
-    data = page_data(path)  # the title's "</script>" did not end the script early
+    data = viewer_page_data(path)  # the title's "</script>" did not end the script early
     assert data["title"] == "a </script> b" and data["top"] == [{"label": "x", "prob": 0.75}]
     assert len(data["frames"]) == FRAMES
     webp = base64.b64decode(data["frames"][3].removeprefix("data:image/webp;base64,"))
