@@ -154,6 +154,10 @@ def test_page_controls_change_the_map_shown(browser, tmp_path):
     plain = canvas_pixels(page, 2)
     assert np.abs(plain.astype(int) - expected_overlay(frames, maps[1], 2, 2, 0.0)).max() <= 1
 
+    page.click("#ratios tr:nth-child(2) td:nth-child(3)")  # the table's cell of stored token 0 at step 1
+    assert [c.get_attribute("data-token") for c in page.query_selector_all("canvas[data-token]")] == ["0"]
+    assert page.input_value("#token") == "0" and page.input_value("#time") == str(TUBELET)
+
     page.click("#play")
     page.wait_for_function("document.getElementById('time').value !== '2'")  # playback advances the frame
     page.click("#play")

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             args.html, clip, [maps[layer][0] for layer in layers], tubelet,  # each [T, S, Hg, Wg]
             layer_names=[f"TokenLearner layer {layer}" for layer in layers], tokens=tokens,
             top=predictor.top_k(probs), fps=args.fps,
-            title=f"{args.file.name} - maps of view {view} (of {len(views)}), prediction from all views")
+            title=args.file.name if len(views) == 1 else
+            f"{args.file.name} - maps of view {view} of {len(views)}, prediction from all {len(views)} views")
         print(f"wrote {page} ({page.stat().st_size / 1e6:.2f} MB)")
     if args.out is None:
         return 0
