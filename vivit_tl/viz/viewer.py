@@ -61,7 +61,17 @@ def viewer_data(
     title: str = "",
     fps: float = 8.0,
 ) -> dict[str, Any]:
-    """The JSON payload of the viewer page (see `write_attention_html` for the arguments).
+    """The JSON payload of the viewer page of one clip (`write_attention_html` embeds it).
+
+    Args:
+        frames: ``[F, H, W, 3]`` uint8, the un-normalised frames of the clip (model resolution).
+        maps: one ``[T, S, Hg, Wg]`` array per TokenLearner layer, ``T * tubelet_size == F``.
+        tubelet_size: frames per tubelet step (step ``t`` covers frames ``t * tubelet .. (t + 1) * tubelet - 1``).
+        layer_names: the layer selector's entries (default ``layer 0``, ``layer 1``, ...).
+        tokens: learned tokens to include (default: all S); the page keeps their indices.
+        top: the prediction, most probable first: ``[{"label", "prob"}, ...]`` (as `Predictor.top_k`).
+        title: page heading.
+        fps: playback frame rate.
 
     Returns:
         ``{"title", "fps", "tubelet", "width", "height", "frames": [WebP data URI per frame],
@@ -104,34 +114,17 @@ def write_attention_html(
     frames: np.ndarray,
     maps: Sequence[np.ndarray | torch.Tensor],
     tubelet_size: int,
-    *,
-    layer_names: Sequence[str] | None = None,
-    tokens: Sequence[int] | None = None,
-    top: Sequence[dict[str, Any]] = (),
-    title: str = "",
-    fps: float = 8.0,
+    **options: Any,
 ) -> Path:
-    """Write the self-contained attention viewer page of one clip.
+    """Write the self-contained attention viewer page of one clip to ``path`` (an ``.html`` file).
 
-    Args:
-        path: the ``.html`` file to write.
-        frames: ``[F, H, W, 3]`` uint8, the un-normalised frames of the clip (model resolution).
-        maps: one ``[T, S, Hg, Wg]`` array per TokenLearner layer, ``T * tubelet_size == F``.
-        tubelet_size: frames per tubelet step (step ``t`` covers frames ``t * tubelet .. (t + 1) * tubelet - 1``).
-        layer_names: the layer selector's entries (default ``layer 0``, ``layer 1``, ...).
-        tokens: learned tokens to include (default: all S); the page keeps their indices.
-        top: the prediction, most probable first: ``[{"label", "prob"}, ...]`` (as `Predictor.top_k`).
-        title: page heading.
-        fps: playback frame rate.
-
-    Returns:
-        The path written.
+    ``frames``, ``maps``, ``tubelet_size`` and the keyword ``options`` (``layer_names``, ``tokens``,
+    ``top``, ``title``, ``fps``) are those of `viewer_data`. Returns the path written.
     """
-    payload = json.dumps(viewer_data(frames, maps, tubelet_size, layer_names=layer_names, tokens=tokens,
-                                     top=top, title=title, fps=fps), separators=(",", ":"))
-    payload = payload.replace("</", "<\\/")  # no "</script>" inside the embedded JSON
+    data = viewer_data(frames, maps, tubelet_size, **options)
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")  # no "</script>" in the JSON
     template = resources.files("vivit_tl.viz").joinpath(TEMPLATE).read_text(encoding="utf-8")
-    page = template.replace("__TITLE__", html.escape(title or "attention viewer")).replace("__DATA__", payload)
+    page = template.replace("__TITLE__", html.escape(data["title"] or "attention viewer")).replace("__DATA__", payload)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
