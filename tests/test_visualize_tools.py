@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from vivit_tl.errors import UserError
 from vivit_tl.viz.box_check import measure_box_attention, view_box_masks
 from vivit_tl.viz.boxes import box_masks
 
-from viz_utils import REPO_ROOT, load_tool, save_tiny_model, synthetic_config, synthetic_videos
+from viz_utils import REPO_ROOT, load_tool, save_tiny_model, synthetic_config, synthetic_videos, viewer_page_data
 
 NUM_TOKENS = 3
 
@@ -98,6 +99,30 @@ def test_visualize_image_model_gives_one_column(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cat_layer0.png"]  # no animation
     with Image.open(tmp_path / "out" / "cat_layer0.png") as png:
         assert png.size[0] == 160  # one column
+
+
+def test_visualize_html_page_holds_the_models_maps_and_prediction(run, tmp_path, capsys):
+    from vivit_tl.predict import Predictor
+    from vivit_tl.viz.viewer import quantize_maps
+
+    video = run["videos"][1]
+    page = tmp_path / "page" / "viewer.html"
+    assert load_tool("visualize").main([str(run["tl"]), str(video), "--html", str(page), "--tokens", "2", "0"]) == 0
+    assert "wrote" in capsys.readouterr().out and not (tmp_path / "out").exists()
+    data = viewer_page_data(page)
+    predictor = Predictor.load(run["tl"])
+    views, frames = predictor.read(video, return_frames=True)  # one view: [1, 3, 4, 32, 32], [1, 4, 32, 32, 3]
+    assert data["top"] == predictor.predict_file(video)["top"]
+    assert len(data["frames"]) == frames.shape[1] and data["width"] == data["height"] == 32
+    with torch.inference_mode():
+        _, maps = predictor.model(views, return_maps=True)  # 2 x [1, T, S, Hg, Wg]
+    assert [layer["name"] for layer in data["layers"]] == ["TokenLearner layer 0", "TokenLearner layer 1"]
+    for layer, layer_maps in zip(data["layers"], maps):
+        assert layer["token_ids"] == [2, 0]
+        stored = np.frombuffer(base64.b64decode(layer["maps"]), np.uint8)
+        np.testing.assert_array_equal(stored, quantize_maps(layer_maps[0][:, [2, 0]]).ravel())
+    with pytest.raises(UserError, match="nothing to write"):
+        load_tool("visualize").main([str(run["tl"]), str(video)])
 
 
 def test_visualize_cli_error_is_one_line(run, tmp_path):

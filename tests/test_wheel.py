@@ -67,6 +67,7 @@ def run(command: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) 
 def test_wheel_carries_the_configs_and_the_command(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "vivit_tl/configs/demo.yaml" in names and "vivit_tl/configs/kinetics400_vivit_b16x2_tl.yaml" in names
+    assert "vivit_tl/viz/viewer.html" in names  # the attention viewer's page template
     assert not any(n.startswith(("tests/", "tools/", "configs/", "benchmarks/")) for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "vivit-tl = vivit_tl.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -42,3 +44,9 @@ def save_tiny_model(directory: Path, cfg: DataConfig, classes: list[str], seed: 
                          image_size=cfg.image_size, **{**TINY_MODEL, **overrides})
     save_model_file(directory, model, classes=classes, data_config=cfg, step=0, epoch=0)
     return directory
+
+
+def viewer_page_data(path: Path) -> dict:
+    """The JSON payload embedded in an attention viewer page (``vivit_tl.viz.viewer``)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return json.loads(re.search(r'<script type="application/json" id="viewer-data">(.*?)</script>', text, re.S)[1])
