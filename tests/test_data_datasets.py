@@ -8,6 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from vivit_tl.data import DataConfig, build_dataset, prepare_dataset, read_video_views
+from vivit_tl.data.datasets import TooManyBadFiles
+from vivit_tl.errors import UserError
 
 from video_utils import make_bad_files, make_video_folder, random_frames, write_lossless
 
@@ -87,7 +89,7 @@ def test_too_many_bad_files_in_a_row_is_a_clear_error(tmp_path):
     good = make_video_folder(tmp_path / "src", {"a": 1})
     make_bad_files(tmp_path / "train" / "a", good[0])
     ds = build_dataset(folder_cfg(tmp_path, max_tries=3), "train", train=True)
-    with pytest.raises(RuntimeError, match="bad files.*check-dataset"):
+    with pytest.raises(TooManyBadFiles, match="bad files.*check-dataset"):
         ds[0]
 
 
@@ -161,12 +163,16 @@ def test_video_list_and_kinetics_csv(tmp_path):
     assert ds.video_names == ["val/yoga/def_000010_000020.mp4", "val/arm wrestling/abc_000010_000020.mp4"]
     assert [y for _, y, _ in (ds[0], ds[1])] == [1, 0]
     flat = DataConfig(kind="kinetics_csv", root=str(tmp_path / "k400"), path_pattern="{youtube_id}.mkv", **PLAIN)
-    assert build_dataset(flat, "val", train=False).video_names == ["def.mkv", "abc.mkv"]
+    with pytest.raises(UserError, match=r"^2 of 2 listed videos of split 'val' are missing, e\.g\. \S+/k400/def\.mkv, "
+                                        r"\S+/k400/abc\.mkv: check data\.root .* and data\.data_prefix"):
+        build_dataset(flat, "val", train=False)  # most files absent: an error before any training
 
     # one CSV for every split (csv_file without {split}): each split takes its own rows
     (tmp_path / "k400" / "all.csv").write_text("label,youtube_id,time_start,time_end,split\n"
                                                "yoga,def,10,20,val\narm wrestling,abc,10,20,train\n"
                                                "yoga,ghi,0,10,train\n")
+    for name in ("arm wrestling/abc_000010_000020.mp4", "yoga/ghi_000000_000010.mp4"):
+        write_lossless(tmp_path / "k400" / "train" / name, random_frames(8))
     one = DataConfig(kind="kinetics_csv", root=str(tmp_path / "k400"), csv_file="all.csv", **PLAIN)
     assert build_dataset(one, "val", train=False).video_names == ["val/yoga/def_000010_000020.mp4"]
     assert build_dataset(one, "train", train=True).video_names == [

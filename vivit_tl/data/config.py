@@ -10,7 +10,7 @@ from typing import Any
 
 from vivit_tl.errors import reject_unknown_keys
 
-VIDEO_KINDS = ("synthetic", "video_folder", "video_list", "kinetics_csv")
+VIDEO_KINDS = ("synthetic", "video_folder", "video_list", "kinetics_csv", "rawframes", "ucf101", "hmdb51", "ssv2")
 IMAGE_KINDS = ("cifar10", "image_folder")
 KINDS = VIDEO_KINDS + IMAGE_KINDS
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
@@ -47,8 +47,18 @@ class DataConfig:
     """Everything the data pipeline needs; all fields are plain YAML/JSON values.
 
     Dataset:
-        kind: 'synthetic' | 'video_folder' | 'video_list' | 'kinetics_csv' | 'cifar10' | 'image_folder'.
+        kind: 'synthetic' | 'video_folder' | 'video_list' | 'kinetics_csv' | 'rawframes' | 'ucf101' |
+            'hmdb51' | 'ssv2' | 'cifar10' | 'image_folder' (the layouts: docs, "Dataset layouts").
         root: dataset root (folders ``root/<split>/<class>/*``; list/CSV paths are relative to it).
+        data_prefix: folder of the listed videos (or frame folders), relative to ``root``;
+            ``{split}`` is replaced (e.g. ``"{split}"`` for lists whose paths are relative to
+            ``train/`` and ``val/``). Every listed kind (list, CSV, rawframes, UCF-101, HMDB-51, SSv2).
+        annotation_dir: folder of the official split files, relative to ``root``: UCF-101's
+            classInd.txt / trainlist0N.txt / testlist0N.txt, HMDB-51's ``<class>_test_splitN.txt``,
+            SSv2's labels.json and something-something-v2-{train,validation}.json.
+        fold: the official split (1, 2 or 3) of 'ucf101' and 'hmdb51'.
+        filename_tmpl, start_index: 'rawframes' frame files: frame i (from 0) of a clip is
+            ``frame_dir/filename_tmpl.format(i + start_index)`` (mmaction2's defaults: img_{:05d}.jpg, 1).
             For 'synthetic' it defaults to the cache; for an ``archive`` to the unpacked folder.
         archive: a .tar/.tar.gz/.zip that ``prepare_dataset`` unpacks into the cache (e.g. the
             CIFAR-10 JPEG tarball); ``root`` then defaults to the unpacked tree.
@@ -61,7 +71,8 @@ class DataConfig:
         csv_file: 'kinetics_csv' annotation (columns label,youtube_id,time_start,time_end[,split]).
         path_pattern: 'kinetics_csv' file name pattern; fields {split} {label} {youtube_id}
             {time_start} {time_end} (ints, so ``{time_start:06d}`` works).
-        classes_file: optional class names, one per line (line i = label i) for 'video_list'.
+        classes_file: optional class names, one per line (line i = label i; names may contain
+            spaces) for 'video_list' and 'rawframes' (mmaction2's label map files).
         classes: fixed class list (e.g. from a checkpoint); otherwise the sorted classes of the
             train split (falling back to the requested split) are used.
         download: let torchvision download CIFAR-10 when it is missing.
@@ -75,6 +86,9 @@ class DataConfig:
             benchmarks/bench_loader.py); num_threads: decoder threads per worker (null: the usable CPUs
             divided among the workers of all local processes, at least 1).
         max_tries: how many substitute samples a training item tries after a bad file.
+        decode_timeout_s: a decode that has not returned after this many seconds is stopped (its
+            file is skipped and counted as a bad file); decoding then runs in a helper process per
+            DataLoader worker. 0 decodes in the worker itself, unguarded.
     Transforms:
         image_size: output crop side. short_side: evaluation short-side size (train base size).
         train_crop: 'scale_jitter' (short side to short_side * U(scale_jitter), random crop),
@@ -114,6 +128,11 @@ class DataConfig:
     val_split: str = "val"
     val_size: float = 0
     split_seed: int | None = 0
+    data_prefix: str = ""
+    annotation_dir: str = ""
+    fold: int = 1
+    filename_tmpl: str = "img_{:05d}.jpg"
+    start_index: int = 1
     list_file: str = "{split}.txt"
     csv_file: str = "{split}.csv"
     path_pattern: str = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
@@ -127,6 +146,7 @@ class DataConfig:
     decoder: str = "auto"
     num_threads: int | None = None
     max_tries: int = 10
+    decode_timeout_s: float = 60.0
     image_size: int = 96
     short_side: int = 96
     train_crop: str = "scale_jitter"
@@ -234,6 +254,19 @@ class DataConfig:
         if self.random_erasing and self.train_crop == "batch_crop":
             raise ValueError("data config random_erasing needs a crop per clip: it cannot be used with "
                              "train_crop='batch_crop'")
+        if self.fold not in (1, 2, 3):
+            raise ValueError(f"data config fold={self.fold!r} must be 1, 2 or 3 (the official splits)")
+        if not isinstance(self.start_index, int) or self.start_index < 0:
+            raise ValueError(f"data config start_index={self.start_index!r} must be an integer >= 0")
+        try:
+            self.filename_tmpl.format(self.start_index)
+        except (ValueError, IndexError, KeyError) as exc:
+            raise ValueError(f"data config filename_tmpl={self.filename_tmpl!r} must format one frame number "
+                             f"(like 'img_{{:05d}}.jpg'): {exc}") from None
+        if isinstance(self.decode_timeout_s, bool) or not isinstance(self.decode_timeout_s, (int, float)) \
+                or self.decode_timeout_s < 0:
+            raise ValueError(f"data config decode_timeout_s={self.decode_timeout_s!r} must be a number of "
+                             "seconds >= 0 (0: no watchdog)")
         if self.eval_crops not in (1, 3):
             raise ValueError(f"data config eval_crops={self.eval_crops!r} must be 1 or 3")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:

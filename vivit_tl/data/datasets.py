@@ -7,6 +7,7 @@ workers of this process, and each bad file is logged once per dataset even with 
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable
 
@@ -14,11 +15,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from vivit_tl.errors import UserError
+
 from .config import DataConfig
-from .decoding import REASONS, ReadError, read_frames, read_image
+from .decoding import REASONS, ReadError, decoder_threads, read_frames, read_image, read_rawframes
 from .sampling import eval_clip_indices, train_clip_indices
 from .sources import SampleIndex
 from .transforms import as_video, clip_eraser, decode_short_side, eval_crop, eval_resize, to_model_input, train_transform
+from .watchdog import call_with_timeout
 
 log = logging.getLogger("vivit_tl.data")
 
@@ -57,6 +61,19 @@ class BadFiles:
 
     def reasons(self) -> dict[int, str]:
         return {int(i): REASONS[int(self._codes[i]) - 1] for i in torch.nonzero(self._codes).flatten()}
+
+
+class TooManyBadFiles(UserError):
+    """``max_tries + 1`` training samples in a row were bad files: one line, also from a DataLoader worker.
+
+    A DataLoader re-raises a worker's exception in the main process as ``type(text)``, the text being
+    the worker's whole traceback; this class keeps only its own message (the traceback's last line).
+    """
+
+    def __init__(self, message: str) -> None:
+        if "\n" in message:  # rebuilt by torch.utils.data from a worker's traceback
+            message = message.rstrip().splitlines()[-1].split(f"{type(self).__name__}: ", 1)[-1]
+        super().__init__(message)
 
 
 class ClipDataset(Dataset):
@@ -102,14 +119,23 @@ class ClipDataset(Dataset):
         return [(self.video_names[i], reason) for i, reason in sorted(self.bad.reasons().items())]
 
     def read(self, i: int, pick: Callable[[int], np.ndarray]) -> np.ndarray:
-        """uint8 frames ``pick(num_frames).shape + [H, W, 3]`` of sample ``i`` (an image is a 1-frame video)."""
+        """uint8 frames ``pick(num_frames).shape + [H, W, 3]`` of sample ``i`` (an image is a 1-frame video).
+
+        Videos and frame folders are decoded under the watchdog (``cfg.decode_timeout_s``), so
+        ``pick`` must pickle.
+        """
+        cfg = self.cfg
         if self._images is not None:
             return self._images[i][None][np.asarray(pick(1))]
         path = self.index.root / self.video_names[i]
-        if not self.cfg.is_video:
+        if not cfg.is_video:
             return read_image(path)[np.asarray(pick(1))]
-        frames, _ = read_frames(path, pick, decoder=self.cfg.decoder, num_threads=self.cfg.num_threads,
-                                max_short_side=self._max_short_side)
+        if self.index.frame_counts is not None:  # a folder of frame images
+            frames, _ = call_with_timeout(cfg.decode_timeout_s, path, read_rawframes, path, pick, self.index.frame_counts[i],
+                                          filename_tmpl=cfg.filename_tmpl, start_index=cfg.start_index)
+        else:  # threads resolved here: the helper process is not a DataLoader worker
+            frames, _ = call_with_timeout(cfg.decode_timeout_s, path, read_frames, path, pick, decoder=cfg.decoder,
+                                          num_threads=decoder_threads(cfg.num_threads), max_short_side=self._max_short_side)
         return frames
 
     def _report(self, i: int, error: ReadError) -> None:
@@ -118,8 +144,9 @@ class ClipDataset(Dataset):
 
     def _train_item(self, i: int) -> torch.Tensor:
         cfg = self.cfg
-        u = float(torch.rand(()))
-        frames = self.read(i, lambda n: train_clip_indices(n, cfg.num_frames, cfg.frame_stride, u, cfg.short_video))
+        pick = functools.partial(train_clip_indices, num_frames=cfg.num_frames, stride=cfg.frame_stride,
+                                 u=float(torch.rand(())), short_video=cfg.short_video)
+        frames = self.read(i, pick)
         clip = to_model_input(self._train_transform(as_video(torch.from_numpy(frames))), cfg)  # [3, F, H, W]
         return clip if self._erase is None else self._erase(clip)
 
@@ -130,15 +157,16 @@ class ClipDataset(Dataset):
         clips = None
         if not self.bad.is_bad(i):
             try:
-                clips = eval_clips(self.read(i, self._eval_pick), self.cfg)
+                clips = eval_clips(self.read(i, self._eval_pick()), self.cfg)
             except ReadError as error:
                 self._report(i, error)
         self._cache = (i, clips)
         return clips
 
-    def _eval_pick(self, n: int) -> np.ndarray:
+    def _eval_pick(self) -> Callable[[int], np.ndarray]:
         cfg = self.cfg
-        return eval_clip_indices(n, cfg.num_frames, cfg.frame_stride, cfg.num_eval_clips, cfg.short_video)
+        return functools.partial(eval_clip_indices, num_frames=cfg.num_frames, stride=cfg.frame_stride,
+                                 num_clips=cfg.num_eval_clips, short_video=cfg.short_video)
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, int, int]:
         if not self.train:
@@ -161,8 +189,9 @@ class ClipDataset(Dataset):
             if attempt > 0:
                 self.bad.add_skip()
             return clip, self.labels[i], i
-        raise RuntimeError(f"{self.cfg.max_tries + 1} samples in a row were bad files (starting at "
-                           f"{self.video_names[item]}); check the dataset with vivit-tl check-dataset")
+        raise TooManyBadFiles(f"{self.cfg.max_tries + 1} training samples in a row were bad files (starting at "
+                              f"{self.index.root / self.video_names[item]}; data.max_tries={self.cfg.max_tries}): "
+                              f"check the dataset with vivit-tl check-dataset")
 
 
     def _substitute(self) -> int:

@@ -33,7 +33,8 @@ NO_VIDEO_STREAM = "no video stream"
 NO_FRAMES = "zero decodable frames"
 DECODE_ERROR = "decode error"
 NOT_AN_IMAGE = "not an image or unreadable"
-REASONS = (MISSING, ZERO_BYTE, UNREADABLE, NO_VIDEO_STREAM, NO_FRAMES, DECODE_ERROR, NOT_AN_IMAGE)
+TIMED_OUT = "decode timed out"  # stopped by the watchdog (vivit_tl.data.watchdog)
+REASONS = (MISSING, ZERO_BYTE, UNREADABLE, NO_VIDEO_STREAM, NO_FRAMES, DECODE_ERROR, NOT_AN_IMAGE, TIMED_OUT)
 
 # Maps a frame count to the wanted frame indices (any shape); called again with the true count
 # when fewer frames decode than the container claims.
@@ -47,6 +48,9 @@ class ReadError(ValueError):
         lines = detail.strip().splitlines()
         self.path, self.reason, self.detail = str(path), reason, lines[0][:200] if lines else ""
         super().__init__(f"{self.path}: {reason}" + (f" ({self.detail})" if self.detail else ""))
+
+    def __reduce__(self):  # pickled with its fields (it crosses from the decode helper process)
+        return type(self), (self.path, self.reason, self.detail)
 
 
 def check_file(path: str | os.PathLike) -> None:
@@ -373,3 +377,25 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return np.array(image.convert("RGB"))[None]  # [1, H, W, 3], writable
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ReadError(path, NOT_AN_IMAGE, str(exc)) from None
+
+
+def read_rawframes(frame_dir: str | os.PathLike, pick: IndexPicker, num_frames: int, *,
+                   filename_tmpl: str = "img_{:05d}.jpg", start_index: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The frames ``pick(num_frames)`` of a folder of frame images (mmaction2's rawframes).
+
+    Frame ``i`` (counted from 0) is ``frame_dir/filename_tmpl.format(i + start_index)``.
+
+    Returns:
+        (frames uint8 ``idx.shape + [H, W, 3]``, idx).
+
+    Raises:
+        ReadError: the folder or a needed frame is missing or unreadable, or frames differ in size.
+    """
+    if not os.path.isdir(frame_dir):
+        raise ReadError(frame_dir, MISSING, "no such frame folder")
+    idx = np.asarray(pick(num_frames), dtype=np.int64)
+    uniq = np.unique(idx)
+    frames = [read_image(os.path.join(frame_dir, filename_tmpl.format(int(i) + start_index)))[0] for i in uniq]
+    if len({f.shape for f in frames}) > 1:
+        raise ReadError(frame_dir, DECODE_ERROR, f"frames of different sizes {sorted({f.shape for f in frames})}")
+    return _gather(np.stack(frames), uniq, idx), idx  # [U, H, W, 3] -> idx.shape + [H, W, 3]

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vivit_tl.errors import UserError
+
+from . import layouts
 from .config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataConfig
 
 log = logging.getLogger("vivit_tl.data")
@@ -21,18 +24,21 @@ log = logging.getLogger("vivit_tl.data")
 
 @dataclass
 class SampleIndex:
-    """One split: ``names[i]`` (path relative to ``root``, or an id for in-memory data) has ``labels[i]``."""
+    """One split: ``names[i]`` (path relative to ``root``, or an id for in-memory data) has ``labels[i]``;
+    ``frame_counts[i]`` is the listed number of frames of frame folder ``names[i]`` (kind 'rawframes')."""
 
     root: Path
     names: list[str]
     labels: list[int]
     classes: list[str]
+    frame_counts: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
 
     def subset(self, keep: np.ndarray) -> "SampleIndex":
-        return SampleIndex(self.root, [self.names[i] for i in keep], [self.labels[i] for i in keep], self.classes)
+        counts = None if self.frame_counts is None else [self.frame_counts[i] for i in keep]
+        return SampleIndex(self.root, [self.names[i] for i in keep], [self.labels[i] for i in keep], self.classes, counts)
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -136,6 +142,31 @@ def _one_csv(cfg: DataConfig) -> bool:
     return "{split}" not in cfg.csv_file
 
 
+NUMBERED_KINDS = ("video_list", "rawframes")  # list files with integer labels (the others name their classes)
+
+
+def _numbered_rows(cfg: DataConfig, root: Path, split: str) -> list[tuple[str, int, int | None]]:
+    """(path, integer label, frame count or None) of a split of the kinds whose labels are numbers."""
+    path = _annotation_path(root, cfg.list_file, split)
+    if cfg.kind == "rawframes":
+        return layouts.read_rawframe_list(path)
+    return [(name, label, None) for name, label in read_video_list(path)]
+
+
+def _named_rows(cfg: DataConfig, root: Path, split: str) -> list[tuple[str, str]]:
+    """(path, class name) of a split of the kinds whose labels are class names."""
+    annotations = root / cfg.annotation_dir
+    if cfg.kind == "kinetics_csv":
+        return read_kinetics_csv(_annotation_path(root, cfg.csv_file, split), cfg.path_pattern, split, _one_csv(cfg))
+    if cfg.kind == "ucf101":
+        return layouts.read_ucf101(annotations, split, cfg.fold)
+    if cfg.kind == "hmdb51":
+        return layouts.read_hmdb51(annotations, split, cfg.fold)
+    if cfg.kind == "ssv2":
+        return layouts.read_ssv2(annotations, split)
+    raise ValueError(f"kind {cfg.kind!r} is not a file-based dataset")
+
+
 def _list_classes(cfg: DataConfig, root: Path, split: str) -> list[str] | None:
     """The class list that every split shares (None for folder kinds = use the folder names)."""
     if cfg.classes is not None:
@@ -148,43 +179,71 @@ def _list_classes(cfg: DataConfig, root: Path, split: str) -> list[str] | None:
     train = cfg.train_split
     if cfg.kind in ("video_folder", "image_folder", "synthetic"):
         return folder_classes(root / train) if (root / train).is_dir() else None
-    if cfg.kind == "video_list":
-        files = [_annotation_path(root, cfg.list_file, s) for s in dict.fromkeys([train, split])]
-        labels = [label for f in files if f.is_file() for _, label in read_video_list(f)]
+    if cfg.kind in NUMBERED_KINDS:
+        files = [s for s in dict.fromkeys([train, split]) if _annotation_path(root, cfg.list_file, s).is_file()]
+        labels = [label for s in files for _, label, _ in _numbered_rows(cfg, root, s)]
         return [str(i) for i in range(max(labels) + 1)] if labels else None
+    annotations = root / cfg.annotation_dir
+    if cfg.kind == "ucf101":
+        return layouts.ucf101_classes(annotations)
+    if cfg.kind == "hmdb51":
+        return layouts.hmdb51_classes(annotations, cfg.fold)
+    if cfg.kind == "ssv2":
+        return layouts.ssv2_classes(annotations)
     if cfg.kind == "kinetics_csv":
-        path = _annotation_path(root, cfg.csv_file, train)
-        if not path.is_file():
-            path = _annotation_path(root, cfg.csv_file, split)
-        return sorted({label for _, label in read_kinetics_csv(path, cfg.path_pattern, train, _one_csv(cfg))})
+        if not _annotation_path(root, cfg.csv_file, train).is_file():
+            train = split
+        return sorted({label for _, label in _named_rows(cfg, root, train)})
     return None
 
 
 def video_index(cfg: DataConfig, root: Path, split: str) -> SampleIndex:
-    """The sample index of one split of a file-based dataset (videos or image folders)."""
+    """The sample index of one split of a file-based dataset (videos, frame folders or image folders).
+
+    Raises:
+        UserError: more than half of the listed files of a split are absent (a wrong ``root`` or
+            ``data_prefix``, most likely); fewer are logged, then skipped and counted in training.
+    """
     classes = _list_classes(cfg, root, split)
     if cfg.kind in ("video_folder", "synthetic"):
         return scan_folder(root, split, VIDEO_EXTENSIONS, classes)
     if cfg.kind == "image_folder":
         return scan_folder(root, split, IMAGE_EXTENSIONS, classes)
-    if cfg.kind == "video_list":
-        rows = read_video_list(_annotation_path(root, cfg.list_file, split))
-        bad = [label for _, label in rows if label >= len(classes)]
+    counts = None
+    if cfg.kind in NUMBERED_KINDS:
+        numbered = _numbered_rows(cfg, root, split)
+        bad = [label for _, label, _ in numbered if label >= len(classes)]
         if bad:
             raise ValueError(f"list file for split {split!r} has label {max(bad)} but only {len(classes)} classes")
-        index = SampleIndex(root, [p for p, _ in rows], [label for _, label in rows], classes)
-    elif cfg.kind == "kinetics_csv":
-        rows = read_kinetics_csv(_annotation_path(root, cfg.csv_file, split), cfg.path_pattern, split, _one_csv(cfg))
-        _check_classes(sorted({label for _, label in rows}), classes, cfg.csv_file.format(split=split))
-        lookup = {name: i for i, name in enumerate(classes)}
-        index = SampleIndex(root, [p for p, _ in rows], [lookup[label] for _, label in rows], classes)
+        rows = [(name, label) for name, label, _ in numbered]
+        if cfg.kind == "rawframes":
+            counts = [count for _, _, count in numbered]
     else:
-        raise ValueError(f"kind {cfg.kind!r} is not a file-based dataset")
-    missing = sum(not (root / name).is_file() for name in index.names)
-    if missing:
-        log.warning("%d of %d listed videos of split %r are missing under %s (they will be skipped and counted)",
-                    missing, len(index), split, root)
+        named = _named_rows(cfg, root, split)
+        where = cfg.csv_file.format(split=split) if cfg.kind == "kinetics_csv" else root / cfg.annotation_dir
+        _check_classes(sorted({label for _, label in named}), classes, where)
+        lookup = {name: i for i, name in enumerate(classes)}
+        rows = [(name, lookup[label]) for name, label in named]
+    prefix = cfg.data_prefix.format(split=split)
+    names = [os.path.join(prefix, name) if prefix else name for name, _ in rows]
+    index = SampleIndex(root, names, [label for _, label in rows], classes, counts)
+    _check_present(index, cfg, split)
     return index
+
+
+def _check_present(index: SampleIndex, cfg: DataConfig, split: str) -> None:
+    """Fail early when most listed files are absent; warn when some are."""
+    exists = os.path.isdir if cfg.kind == "rawframes" else os.path.isfile
+    missing = [index.root / name for name in index.names if not exists(index.root / name)]
+    what = "frame folders" if cfg.kind == "rawframes" else "videos"
+    if 2 * len(missing) > len(index):
+        examples = ", ".join(str(p) for p in missing[:3])
+        raise UserError(f"{len(missing)} of {len(index)} listed {what} of split {split!r} are missing, e.g. {examples}: "
+                        f"check data.root ({index.root}) and data.data_prefix ({cfg.data_prefix!r}; the listed "
+                        "paths are relative to root/data_prefix, with {split} replaced by the split name)")
+    if missing:
+        log.warning("%d of %d listed %s of split %r are missing under %s (they will be skipped and counted)",
+                    len(missing), len(index), what, split, index.root)
 
 
 def carve_split(index: SampleIndex, cfg: DataConfig, split: str) -> SampleIndex:
