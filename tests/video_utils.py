@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vivit_tl.data.decoding import decord_available
@@ -28,10 +29,29 @@ def random_frames(num_frames: int, size: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def write_lossless(path: Path, frames: np.ndarray, fps: int = 16) -> Path:
-    """Lossless H.264 RGB (libx264rgb, crf 0): decodes to exactly ``frames``."""
+    """Lossless H.264 RGB (libx264rgb, crf 0), or lossless VP9 RGB for a ``.webm``: decodes to exactly ``frames``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_video(path, frames, fps=fps, codec="libx264rgb", crf=0)
+    if path.suffix != ".webm":
+        write_video(path, frames, fps=fps, codec="libx264rgb", crf=0)
+        return path
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt, stream.options = "gbrp", {"lossless": "1"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
     return path
+
+
+def clip_start(clip, source: np.ndarray, stride: int) -> int:
+    """The start frame of a training clip ``[3, F, H, W]`` (float in [0, 1], no normalisation) in ``source``
+    ``[N, H, W, 3]``; fails unless exactly one start matches the clip's frames exactly."""
+    frames = (clip.permute(1, 2, 3, 0) * 255).round().to(torch.uint8).numpy()  # [F, H, W, 3]
+    span = (len(frames) - 1) * stride + 1
+    starts = [s for s in range(len(source) - span + 1) if np.array_equal(source[s: s + span: stride], frames)]
+    assert len(starts) == 1, f"clip matches the source at starts {starts}"
+    return starts[0]
 
 
 def write_faststart(path: Path, frames: np.ndarray) -> Path:

@@ -149,7 +149,7 @@ def _numbered_rows(cfg: DataConfig, root: Path, split: str) -> list[tuple[str, i
     """(path, integer label, frame count or None) of a split of the kinds whose labels are numbers."""
     path = _annotation_path(root, cfg.list_file, split)
     if cfg.kind == "rawframes":
-        return layouts.read_rawframe_list(path)
+        return [(frame_dir, label, total) for frame_dir, total, label in layouts.read_rawframe_list(path)]
     return [(name, label, None) for name, label in read_video_list(path)]
 
 
