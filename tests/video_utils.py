@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import runpy
+import signal
 import sys
 from pathlib import Path
 
@@ -124,3 +126,18 @@ def run_tool(name: str, args: list[str], monkeypatch, capsys) -> tuple[int, str,
         runpy.run_path(str(REPO_ROOT / "tools" / name), run_name="__main__")
     out = capsys.readouterr()
     return info.value.code, out.out, out.err
+
+
+def hanging_read_frames(path, pick, **kwargs):
+    """``read_frames``, except that a file whose name starts with "hang" hangs in native code holding the
+    GIL (``ctypes.PyDLL`` keeps the GIL during the call), as decord's known hangs do."""
+    from vivit_tl.data.decoding import read_frames
+
+    if Path(path).name.startswith("hang"):
+        ctypes.PyDLL(None).sleep(3600)
+    return read_frames(path, pick, **kwargs)
+
+
+def kill_this_process() -> None:
+    """SIGKILL the calling process (run in the decode helper: a decoder crash)."""
+    os.kill(os.getpid(), signal.SIGKILL)
