@@ -18,6 +18,7 @@ import pickle
 import shutil
 import signal
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from vivit_tl.checkpoint import (
 )
 from vivit_tl.config import DATA_DERIVED_MODEL_FIELDS, TrainConfig, load_config
 from vivit_tl.data import DataConfig, build_dataset, dataset_root, prepare_dataset
+from vivit_tl.data.datasets import TooManyBadFiles
 from vivit_tl.engine.distributed import make_accelerator, process_state, set_cpu_threads
 from vivit_tl.engine.evaluation import EvalResult, accuracy_line, evaluate, write_report
 from vivit_tl.engine.loader import build_eval_loader, build_train_loader
@@ -317,16 +319,15 @@ class Trainer:
     def fit(self) -> TrainOutcome:
         self.setup()
         cfg, acc = self.cfg, self.accelerator
-        bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train",
-                   disable=not acc.is_main_process, dynamic_ncols=True)
-        while self.epoch < cfg.optim.epochs:
-            self.train_epoch(bar)
-            metrics = None
-            if (self.epoch + 1) % cfg.run.eval_every_epochs == 0 or self.epoch + 1 == cfg.optim.epochs:
-                metrics = self.validate()
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            self.save_checkpoint(metrics)
-        bar.close()
+        with tqdm(total=self.total_steps, initial=self.global_step, desc="train",
+                  disable=not acc.is_main_process, dynamic_ncols=True) as bar:  # closed before an error is shown
+            while self.epoch < cfg.optim.epochs:
+                self.train_epoch(bar)
+                metrics = None
+                if (self.epoch + 1) % cfg.run.eval_every_epochs == 0 or self.epoch + 1 == cfg.optim.epochs:
+                    metrics = self.validate()
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                self.save_checkpoint(metrics)
         outcome = self.final_evaluation()
         acc.end_training()
         return outcome
@@ -339,7 +340,7 @@ class Trainer:
             loader = acc.skip_first_batches(self.train_loader, self.batch_in_epoch)
         loader.set_epoch(self.epoch)
         self.model.train()
-        for clips, labels, _ in loader:
+        for clips, labels, _ in _batches(loader):
             targets = labels  # int [B], or soft [B, C] after mixup/CutMix
             if self.mixer is not None:
                 clips, targets = mix_batch(self.mixer, clips, labels)
@@ -510,6 +511,25 @@ def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overrides: lis
         if state.is_main_process and created and [p.name for p in run_dir.iterdir()] == [CONFIG_NAME]:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def _batches(loader: Any) -> Any:
+    """The batches of ``loader``; `TooManyBadFiles` from a worker is raised again once the loader's
+    iterator (and with it its workers, still decoding) is gone, so that the one-line error is the
+    last thing the run prints."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except TooManyBadFiles as exc:  # the frames of its traceback hold the iterator: keep only the message
+            message = str(exc)
+            traceback.clear_frames(exc.__traceback__)
+            break
+        yield batch
+    del iterator
+    raise TooManyBadFiles(message)
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
