@@ -8,7 +8,8 @@ most ``timeout`` seconds for each answer; then it kills the helper (a fresh one 
 next decode) and raises ``ReadError(path, "decode timed out")``, which the dataset treats like any
 bad file. A helper that dies (a decoder crash) is a ``"decode error"`` of that file.
 
-The frames come back pickled through a pipe (see docs for the measured cost per clip). The helper
+The frames come back through a pipe, raw (pickle protocol 5, out of band); docs give the measured
+cost per clip (``benchmarks/bench_watchdog.py``). The helper
 is forked, so it starts at once and needs nothing re-imported, which limits the watchdog to POSIX
 systems; elsewhere (Windows) decoding runs unguarded, logged once. It is also not for decoders that
 use CUDA: a forked process cannot use the CUDA context of its parent.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pickle
 import signal
 import sys
 from multiprocessing import Pipe
@@ -71,7 +73,7 @@ class DecodeHelper:
             self.close()
             raise ReadError(path, TIMED_OUT, f"no result after {timeout:g} s; the decode was stopped")
         try:
-            ok, value = conn.recv()
+            ok, value = _receive(conn)
         except (EOFError, OSError):  # the helper died (a decoder crash, or killed from outside)
             status = self.close()
             raise ReadError(path, DECODE_ERROR, f"the decoding process died ({_describe(status)})") from None
@@ -133,9 +135,30 @@ def _serve(conn: Connection) -> None:
         except Exception as exc:
             answer = (False, exc)
         try:
-            conn.send(answer)
+            _send(conn, answer)
         except Exception as exc:  # an exception (or result) that does not pickle
-            conn.send((False, RuntimeError(f"decode failed with an unpicklable result: {exc!r}: {answer[1]!r}")))
+            _send(conn, (False, RuntimeError(f"decode failed with an unpicklable result: {exc!r}: {answer[1]!r}")))
+
+
+def _send(conn: Connection, obj: Any) -> None:
+    """Pickle ``obj`` with its large buffers (the frames) out of band, sent raw: no pickled copy of them."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    conn.send_bytes(pickle.dumps((data, [v.nbytes for v in views])))
+    for view in views:
+        conn.send_bytes(view)
+
+
+def _receive(conn: Connection) -> Any:
+    """What `_send` sent; the buffers are read straight into writable memory."""
+    data, sizes = pickle.loads(conn.recv_bytes())
+    buffers = []
+    for size in sizes:
+        buffer = bytearray(size)
+        conn.recv_bytes_into(buffer)
+        buffers.append(buffer)
+    return pickle.loads(data, buffers=buffers)
 
 
 def _describe(status: int | None) -> str:
