@@ -1,4 +1,5 @@
-"""Bad datasets stop the real training command with one ``error:`` line and exit status 2.
+"""Bad datasets stop the real training command (``python -m vivit_tl train``) with one ``error:`` line
+and exit status 2.
 
 - a list file whose videos are mostly absent (a wrong ``data_prefix``), before training starts;
 - too many bad files in a row, met by a DataLoader worker during training.
@@ -34,7 +35,7 @@ def train(tmp_path: Path, kind: str, root: Path, extra: str = "") -> subprocess.
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(kind=kind, root=root, extra=extra, runs=tmp_path / "runs"))
     env = {**os.environ, "PYTHONPATH": str(REPO), "VIVIT_TL_DEBUG": "", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "tools/train.py", "--config", str(config)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "vivit_tl", "train", "--config", str(config)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -64,4 +65,4 @@ def test_too_many_bad_files_in_a_row_is_one_line_from_a_worker(tmp_path, kind):
     make_video_folder(tmp_path / "data", {"a": 1}, split="val")
     line = the_error_line(train(tmp_path, kind, tmp_path / "data"))
     assert line.startswith("error: 3 training samples in a row were bad files (starting at ")
-    assert line.endswith("data.max_tries=2): check the dataset with tools/check_dataset.py")
+    assert line.endswith("data.max_tries=2): check the dataset with vivit-tl check-dataset")
