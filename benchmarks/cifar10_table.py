@@ -1,13 +1,13 @@
-"""The Keras CIFAR-10 TokenLearner table (SPEC §5) with our trainer: runs the rows, collects test top-1.
+"""The Keras CIFAR-10 TokenLearner table with our trainer: runs the rows, collects test top-1.
 
 Usage:
     # every row on the CIFAR-10 JPEG mirror, one after the other (about 1.5 h per row on 2 CPU cores)
-    python benchmarks/cifar10_table.py --archive ../shared/data/cifar10_jpeg.tar.gz
-    python benchmarks/cifar10_table.py --archive ../shared/data/cifar10_jpeg.tar.gz --rows tl8 no_tl
-    python benchmarks/cifar10_table.py --archive ../shared/data/cifar10_jpeg.tar.gz --dry-run       # commands only
-    python benchmarks/cifar10_table.py --archive ../shared/data/cifar10_jpeg.tar.gz --collect-only  # table from runs/
+    python benchmarks/cifar10_table.py --archive cifar10_jpeg.tar.gz
+    python benchmarks/cifar10_table.py --archive cifar10_jpeg.tar.gz --rows tl8 no_tl
+    python benchmarks/cifar10_table.py --archive cifar10_jpeg.tar.gz --dry-run       # commands only
+    python benchmarks/cifar10_table.py --archive cifar10_jpeg.tar.gz --collect-only  # table from runs/
     python benchmarks/cifar10_table.py                      # real CIFAR-10 through torchvision (downloads it)
-    python benchmarks/cifar10_table.py --archive ... --collect-only --update-readme
+    python benchmarks/cifar10_table.py --archive cifar10_jpeg.tar.gz --collect-only --update-docs
 
 Rows (``--rows``, in this order by default; one config file each in configs/):
 
@@ -44,8 +44,9 @@ The seed's top-1 is a mean over 5 runs; ours is one run (``run.seed: 0``).
 Writes ``--out``.json (every field of every row) and ``--out``.md, atomically, after every row; the table
 always lists every row (``--rows`` only chooses what to run). The default ``--out`` is one per dataset:
 ``benchmarks/results/cifar10_table`` for the JPEG mirror, ``..._torchvision`` for torchvision's CIFAR-10;
-a results file of another dataset is never overwritten. ``--update-readme`` also replaces the table in
-README.md's CIFAR-10 section (between ``<!-- table:cifar10 -->`` and ``<!-- /table:cifar10 -->``).
+a results file of another dataset is never overwritten. ``--update-docs`` also writes the table to
+``docs/generated/cifar10_table.md``, which the documentation's CIFAR-10 page includes; there the archive
+is shown by its file name (the commands run from the repository root with the archive there).
 Exit status: 0, 1 when a launched row failed, 2 on a usage error.
 """
 
@@ -72,8 +73,7 @@ from vivit_tl.checkpoint import WEIGHTS_NAME, atomic_write_text, read_model_info
 from vivit_tl.errors import UserError, run_cli
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
-README = REPO / "README.md"
-TABLE_START, TABLE_END = "<!-- table:cifar10 -->", "<!-- /table:cifar10 -->"
+DOCS_TABLE = REPO / "docs" / "generated" / "cifar10_table.md"
 TIMING_NAME = "cifar10_table_timing.json"
 TEST_SPLIT = "test"
 DATASETS = {"jpeg": "CIFAR-10 (JPEG q75 mirror)", "torchvision": "CIFAR-10 (torchvision)"}
@@ -92,7 +92,7 @@ class Row:
     id: str
     config: str  # file name in configs/
     description: str
-    seed_top1: float | None  # Keras, top-1 in %, mean of 5 runs (SPEC §5)
+    seed_top1: float | None  # Keras, top-1 in %, mean of 5 runs (the Keras example's table)
     seed_note: str = ""
 
 
@@ -372,10 +372,10 @@ def build_rows(args: argparse.Namespace, launched: dict[str, dict[str, Any]]) ->
 
 
 def markdown_table(records: list[dict[str, Any]], dataset: str) -> str:
-    """The table and its notes (the README's CIFAR-10 section shows exactly this)."""
+    """The table and its notes (the documentation's CIFAR-10 page shows exactly this)."""
     lines = [
         f"Dataset: {dataset}. Test top-1 of the best-val weights, one run each; the seed column is the Keras "
-        "example's mean of 5 runs on the original CIFAR-10 (SPEC §5). " + FLOPS_NOTE + ". Commands run from the "
+        "example's mean of 5 runs on the original CIFAR-10. " + FLOPS_NOTE + ". Commands run from the "
         "repository root.",
         "",
         "| row | model | seed top-1 (Keras) | our top-1 | GFLOPs (ours) | params | wall time | command |",
@@ -435,20 +435,20 @@ def write_outputs(records: list[dict[str, Any]], args: argparse.Namespace) -> No
         "rows": records,
     }
     atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=2) + "\n")
-    atomic_write_text(out.with_suffix(".md"), f"# The Keras CIFAR-10 TokenLearner table (SPEC §5) with vivit-tl\n\n{table}")
+    atomic_write_text(out.with_suffix(".md"), f"# The Keras CIFAR-10 TokenLearner table with vivit-tl\n\n{table}")
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
-    if args.update_readme:
-        update_readme(Path(args.readme), table)
-        print(f"updated the CIFAR-10 table in {args.readme}")
+    if args.update_docs:
+        docs_table = Path(args.docs_table)
+        docs_table.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(docs_table, docs_markdown(table, args.archive_display))
+        print(f"wrote {docs_table}")
 
 
-def update_readme(path: Path, table: str) -> None:
-    """Replace the text between the table markers of README.md (UserError if they are missing)."""
-    text = path.read_text()
-    start, end = text.find(TABLE_START), text.find(TABLE_END)
-    if start < 0 or end < start:
-        raise UserError(f"{path} has no {TABLE_START} ... {TABLE_END} markers")
-    atomic_write_text(path, text[: start + len(TABLE_START)] + "\n" + table + text[end:])
+def docs_markdown(table: str, archive_display: str | None) -> str:
+    """The table as the documentation shows it: the archive by its file name, not this machine's path."""
+    if archive_display is None:
+        return table
+    return table.replace(f"data.archive={archive_display}", f"data.archive={Path(archive_display).name}")
 
 
 # --------------------------------------------------------------------------- command line
@@ -459,7 +459,7 @@ def display_path(path: Path) -> Path:
 
 
 def default_out(archive: str | None) -> Path:
-    """One results file per dataset: the JPEG mirror's is the README's table."""
+    """One results file per dataset: the JPEG mirror's is the table of the docs."""
     if archive is None:
         return RESULTS_DIR / "cifar10_table_torchvision"
     name = Path(archive).name
@@ -496,9 +496,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="output path without suffix: writes STEM.json and STEM.md (default: "
                              "benchmarks/results/cifar10_table for the JPEG mirror, cifar10_table_torchvision "
                              "without --archive, cifar10_table_<archive name> for another archive)")
-    parser.add_argument("--update-readme", action="store_true",
-                        help="also replace the table inside README.md's CIFAR-10 section")
-    parser.add_argument("--readme", default=str(README), help=argparse.SUPPRESS)
+    parser.add_argument("--update-docs", action="store_true",
+                        help=f"also write the table to {DOCS_TABLE.relative_to(REPO)}, which the docs' CIFAR-10 "
+                             "page includes")
+    parser.add_argument("--docs-table", default=str(DOCS_TABLE), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.launch_args = shlex.split(args.launch_args)
     args.archive_display = None

@@ -175,18 +175,20 @@ def test_bad_arguments_are_user_errors(tmp_path):
         table.main(["--dry-run", "--set", "optim.epoch=3"])
 
 
-def test_readme_section_holds_the_table_and_update_replaces_it(tmp_path):
-    text = (REPO / "README.md").read_text()
-    start, end = text.index("<!-- section:cifar10 -->"), text.index("<!-- /section:cifar10 -->")
-    assert end < text.index("<!-- section:benchmarks -->")
-    section = text[start:end]
-    assert table.TABLE_START in section and table.TABLE_END in section
+def test_update_docs_writes_the_table_the_cifar10_page_includes(tmp_path, archive):
+    page = (REPO / "docs" / "cifar10.md").read_text()
+    assert '--8<-- "docs/generated/cifar10_table.md"' in page
+    committed = table.DOCS_TABLE.read_text()
     for r in table.ROWS:
-        assert f"configs/{r.config}" in section
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{table.TABLE_START}\nold table\n{table.TABLE_END}\noutro\n")
-    table.update_readme(readme, "| new |\n")
-    assert readme.read_text() == f"intro\n{table.TABLE_START}\n| new |\n{table.TABLE_END}\noutro\n"
+        assert f"configs/{r.config}" in committed
+    docs_table = tmp_path / "generated" / "cifar10_table.md"
+    runs = tmp_path / "runs"
+    assert table.main(["--archive", str(archive), "--collect-only", "--runs-dir", str(runs), "--out",
+                       str(tmp_path / "t"), "--update-docs", "--docs-table", str(docs_table)]) == 0
+    text = docs_table.read_text()
+    assert text == table.markdown_table(json.loads((tmp_path / "t.json").read_text())["rows"],
+                                        "CIFAR-10 (JPEG q75 mirror)").replace(str(archive), archive.name)
+    assert f"data.archive={archive.name} " in text and str(archive.parent) not in text
 
 
 def test_wall_time_prefers_the_trainer_clock(tmp_path, archive):
