@@ -120,7 +120,8 @@ def save_model_file(
         model: the (unwrapped) model; ``model.config`` must rebuild it.
         classes: class names, index = label.
         data_config: the ``vivit_tl.data.DataConfig`` (or its dict) used for preprocessing; None when unknown.
-        step, epoch: training progress at which the weights were taken.
+        step: the optimizer step at which the weights were taken.
+        epoch: the epoch at which the weights were taken.
         metrics: e.g. ``{"val/top1": 0.93}``.
         model_name: the named variant the config came from (informational).
 

@@ -169,7 +169,7 @@ def read_video_views(path: str | os.PathLike, cfg: DataConfig,
         ``return_frames`` also frames uint8 ``[V, F, S, S, 3]``.
 
     Raises:
-        ReadError (a ValueError) naming the file and the reason when it cannot be read.
+        ReadError: (a ValueError) naming the file and the reason when it cannot be read.
     """
     path = Path(path)
     if not cfg.is_video:

@@ -48,13 +48,15 @@ SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down (anti-aliasing f
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """Parameters of the synthetic dataset (the defaults are the main job's dataset).
+    """Parameters of the synthetic dataset (the defaults are the demo's dataset).
 
     Args:
         seed: master seed; video i of class c in split s is a function of (seed, s, c, i) only.
         size: frame side in pixels (square frames).
-        frames: frames per video; fps: stored frame rate.
-        train_per_class, val_per_class: videos per class in each split.
+        frames: frames per video.
+        fps: stored frame rate.
+        train_per_class: videos per class in the train split.
+        val_per_class: videos per class in the val split.
         crf: x264 quality (lower = better).
         workers: generator processes (0 = in this process).
     """
