@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from .config import DataConfig
-from .decoding import REASONS, ReadError, read_frames, read_image
+from .decoding import REASONS, ReadError, check_decode_device, read_frames, read_image
 from .sampling import eval_clip_indices, train_clip_indices
 from .sources import SampleIndex
 from .transforms import as_video, clip_eraser, decode_short_side, eval_crop, eval_resize, to_model_input, train_transform
@@ -63,7 +63,8 @@ class ClipDataset(Dataset):
     """Clips of videos (or one-frame clips of images) from a `SampleIndex`.
 
     train=True: item -> ``(clip [3, F, S, S] float, label, video_index)``, a random clip with
-    augmentation; a bad file is logged once, counted, and a random other sample is substituted
+    augmentation (with ``cfg.clips_per_video`` K > 1: ``clips [K, 3, F, S, S]``, K random clips of
+    one decode, each augmented on its own; the training collate flattens them); a bad file is logged once, counted, and a random other sample is substituted
     (at most ``cfg.max_tries`` times).
     train=False: ``len == num_videos * num_views``; item i is view ``i % num_views`` (clip-major:
     view = clip * crops + crop) of video ``i // num_views``; an unreadable video yields a zero clip
@@ -88,6 +89,8 @@ class ClipDataset(Dataset):
         self._erase = clip_eraser(cfg) if train else None
         self._max_short_side = decode_short_side(cfg, train)
         self._cache: tuple[int, list[torch.Tensor]] | None = None  # last evaluated video in this worker
+        if cfg.is_video and images is None:
+            check_decode_device(cfg.decoder, cfg.decode_device)  # a one-line error here, not in every worker
 
     def __len__(self) -> int:
         return len(self.index) * self.num_views
@@ -109,7 +112,7 @@ class ClipDataset(Dataset):
         if not self.cfg.is_video:
             return read_image(path)[np.asarray(pick(1))]
         frames, _ = read_frames(path, pick, decoder=self.cfg.decoder, num_threads=self.cfg.num_threads,
-                                max_short_side=self._max_short_side)
+                                max_short_side=self._max_short_side, device=self.cfg.decode_device)
         return frames
 
     def _report(self, i: int, error: ReadError) -> None:
@@ -117,11 +120,15 @@ class ClipDataset(Dataset):
             log.warning("bad file skipped: %s", error)
 
     def _train_item(self, i: int) -> torch.Tensor:
+        """``clips_per_video`` random clips of sample ``i`` from one decode: ``[3, F, S, S]``, or ``[K, 3, F, S, S]``."""
         cfg = self.cfg
-        u = float(torch.rand(()))
-        frames = self.read(i, lambda n: train_clip_indices(n, cfg.num_frames, cfg.frame_stride, u, cfg.short_video))
-        clip = to_model_input(self._train_transform(as_video(torch.from_numpy(frames))), cfg)  # [3, F, H, W]
-        return clip if self._erase is None else self._erase(clip)
+        starts = torch.rand(cfg.clips_per_video).tolist()  # one relative start position per clip
+        frames = self.read(i, lambda n: np.stack([train_clip_indices(n, cfg.num_frames, cfg.frame_stride, u,
+                                                                     cfg.short_video) for u in starts]))  # [K, F, H, W, 3]
+        clips = [to_model_input(self._train_transform(as_video(torch.from_numpy(clip))), cfg) for clip in frames]
+        if self._erase is not None:
+            clips = [self._erase(clip) for clip in clips]
+        return clips[0] if len(clips) == 1 else torch.stack(clips)  # [3, F, S, S] or [K, 3, F, S, S]
 
     def _eval_clips(self, i: int) -> list[torch.Tensor] | None:
         """The resized uint8 clips ``[F, 3, H, W]`` of video ``i`` (cached for its other views), None if bad."""
