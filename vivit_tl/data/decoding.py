@@ -61,7 +61,7 @@ def check_file(path: str | os.PathLike) -> None:
         raise ReadError(path, ZERO_BYTE)
 
 
-def _short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+def short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(width, height) with the short side equal to ``short_side``, aspect kept."""
     scale = short_side / min(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
@@ -99,7 +99,7 @@ def decode_size(path: str, max_short_side: int | None) -> tuple[int, int] | None
     width, height = probe_size(path)
     if min(width, height) <= max_short_side or height > width:
         return None  # decord 0.6 fails to resize to a portrait size: those are resized later
-    return _short_side_size(width, height, max_short_side)
+    return short_side_size(width, height, max_short_side)
 
 
 def _gather(frames: np.ndarray, uniq: np.ndarray, idx: np.ndarray) -> np.ndarray:
