@@ -112,3 +112,19 @@ def test_output_inside_the_source_is_refused(dataset):
 def test_annotation_paths_get_the_mp4_extension():
     assert rewrite_annotation("a/b c.AVI 3\nx.webm,1\n{\"p\": \"y.mkv\"}\nz.mp4 2\n") == \
         "a/b c.mp4 3\nx.mp4,1\n{\"p\": \"y.mp4\"}\nz.mp4 2\n"
+
+
+def test_prepare_videos_command(dataset, tmp_path, capsys):
+    from vivit_tl import cli
+
+    src, _ = dataset
+    for expected in (2, 0):  # the rerun writes nothing
+        with pytest.raises(SystemExit) as info:
+            cli.main(["prepare-videos", str(src), str(tmp_path / "dst"), "--short-side", "48", "--gop", "8",
+                      "--workers", "1"])
+        out = capsys.readouterr().out
+        assert info.value.code == 0 and f"{expected} videos written" in out
+        assert "bad file not written" in out and "broken.mp4" in out
+    with pytest.raises(SystemExit) as info:
+        cli.main(["prepare-videos", str(src), str(src / "inside")])
+    assert info.value.code == 2 and "error: prepare-videos: the output folder" in capsys.readouterr().err

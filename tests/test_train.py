@@ -157,7 +157,8 @@ def test_resume_with_repeated_sampling_and_persistent_workers_matches_uninterrup
     options = ["data.clips_per_video=2", "data.num_workers=1", "run.log_every_steps=4"]
     full = run_tool("tools/train.py", "--config", str(tiny), "run.name=k2_full", *options)
     assert full.returncode == 0, full.stderr[-3000:]
-    killed = run_tool("tools/train.py", "--config", str(tiny), "run.name=k2_killed", *options, "--kill-after-steps", "20")
+    killed = run_tool("tools/train.py", "--config", str(tiny), "run.name=k2_killed", *options,
+                      env={CRASH_AFTER_STEPS_ENV: "20"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     state = json.loads((runs / "k2_killed" / "checkpoints" / "step_00000018" / "train_state.json").read_text())
     assert (state["epoch"], state["batch_in_epoch"]) == (1, 2)

@@ -190,7 +190,6 @@ def prepare_videos(src: str | os.PathLike, dst: str | os.PathLike, settings: Enc
                 report.written += 1
             else:
                 report.bad.append((str(source.relative_to(src)), error))
-                bar.write(f"bad file not written: {error}")
     bar.close()
     report.bad.sort()
     return report
