@@ -48,6 +48,28 @@ def test_training_clip_is_the_source_frames(tmp_path):
         assert len(start) == 1
 
 
+def test_clips_per_video_are_random_clips_of_one_decode(tmp_path, monkeypatch):
+    from vivit_tl.data import datasets
+
+    make_video_folder(tmp_path, {"a": 1, "b": 1}, num_frames=40)
+    source = random_frames(40, seed=100)  # class 'b', video 0
+    decodes = []
+    read_frames = datasets.read_frames
+    monkeypatch.setattr(datasets, "read_frames", lambda *a, **k: decodes.append(a[0]) or read_frames(*a, **k))
+    ds = build_dataset(folder_cfg(tmp_path, clips_per_video=3), "train", train=True)
+    starts = set()
+    for _ in range(4):
+        clips, label, index = ds[1]
+        assert clips.shape == (3, 3, 4, 32, 32) and (label, index) == (1, 1)
+        for clip in clips:  # each one of the video's clips
+            frames = (clip.permute(1, 2, 3, 0) * 255).round().to(torch.uint8).numpy()  # [F, H, W, 3]
+            start = [s for s in range(40 - 6) if np.array_equal(source[s: s + 7: 2], frames)]
+            assert len(start) == 1
+            starts.add(start[0])
+    assert len(decodes) == 4  # one decode per item, not per clip
+    assert len(starts) > 4  # the clips of an item start at different places
+
+
 def test_training_transforms_and_normalisation(tmp_path):
     make_video_folder(tmp_path, {"a": 2}, num_frames=12, size=48)
     cfg = DataConfig.from_dict({"kind": "video_folder", "root": str(tmp_path), "num_frames": 4, "image_size": 32,

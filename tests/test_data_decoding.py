@@ -10,12 +10,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from vivit_tl import system
 from vivit_tl.data import DataConfig, read_video_views
-from vivit_tl.data.decoding import ReadError, decoder_threads, read_frames
+from vivit_tl.data.decoding import ReadError, decoder_threads, read_frames, torchcodec_available
 from vivit_tl.data.sampling import eval_clip_indices, train_clip_indices
 from vivit_tl.data.writer import write_video
+from vivit_tl.errors import UserError
 
 from video_utils import (DECODERS, decode_in_order, make_bad_files, needs_decord, random_frames, write_faststart,
                          write_lossless, write_mpeg4_avi)
+
+TORCHCODEC = DECODERS[2]
 
 
 @pytest.mark.parametrize("threads", [1, 4])
@@ -36,9 +39,10 @@ def test_lossless_video_decodes_to_the_source_frames(tmp_path, decoder, threads)
 
 
 @pytest.mark.parametrize("threads", [1, 4])
-def test_pyav_reader_seeks_and_skips_unneeded_frames_exactly(tmp_path, threads):
-    """Keyframes every 10 frames and B-frames: the seeking reader (which does not decode unneeded
-    non-reference frames) returns exactly what a plain decode of every frame returns."""
+@pytest.mark.parametrize("decoder", ["pyav", TORCHCODEC])
+def test_seeking_readers_give_exact_frames_with_b_frames(tmp_path, threads, decoder):
+    """Keyframes every 10 frames and B-frames: the seeking readers (PyAV's also skips unneeded
+    non-reference frames) return exactly what a plain decode of every frame returns."""
     path = tmp_path / "bframes.mp4"
     write_video(path, random_frames(45, size=48), crf=23,
                 x264_params="bframes=3:b-adapt=0:keyint=10:min-keyint=10:scenecut=0")
@@ -47,9 +51,9 @@ def test_pyav_reader_seeks_and_skips_unneeded_frames_exactly(tmp_path, threads):
         reference = np.stack([f.to_ndarray(format="rgb24") for f in decoded])
         assert {int(f.pict_type) for f in decoded} == {1, 2, 3}  # I, P and B frames
     for u in np.linspace(0, 0.99, 7):
-        got, idx = read_frames(path, lambda n: train_clip_indices(n, 6, 3, u), decoder="pyav", num_threads=threads)
+        got, idx = read_frames(path, lambda n: train_clip_indices(n, 6, 3, u), decoder=decoder, num_threads=threads)
         np.testing.assert_array_equal(got, reference[idx])
-    got, idx = read_frames(path, lambda n: eval_clip_indices(n, 4, 5, num_clips=3), decoder="pyav", num_threads=threads)
+    got, idx = read_frames(path, lambda n: eval_clip_indices(n, 4, 5, num_clips=3), decoder=decoder, num_threads=threads)
     np.testing.assert_array_equal(got, reference[idx])
 
 
@@ -67,14 +71,15 @@ def test_decord_works_after_pytorchvideo_set_the_torch_bridge(tmp_path):
     np.testing.assert_array_equal(got, frames)
 
 
-def test_truncated_video_is_clamped_to_the_frames_that_decode(tmp_path):
+@pytest.mark.parametrize("decoder", ["auto", TORCHCODEC])
+def test_truncated_video_is_clamped_to_the_frames_that_decode(tmp_path, decoder):
     frames = random_frames(30)
     full = write_faststart(tmp_path / "full.mp4", frames)
     data = full.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) * 2 // 3])  # the header still claims 30 frames
     seen = []
-    got, idx = read_frames(cut, lambda n: seen.append(n) or np.arange(n), decoder="auto")
+    got, idx = read_frames(cut, lambda n: seen.append(n) or np.arange(n), decoder=decoder)
     assert 0 < seen[-1] < 30  # only the frames that are really there
     assert idx.max() < seen[-1]
     np.testing.assert_array_equal(got, frames[idx])
@@ -94,17 +99,18 @@ def test_avi_with_b_frames_gives_the_frames_asked_for(tmp_path, decoder):
         np.testing.assert_array_equal(got, decode_in_order(path, pick), err_msg=str(pick))
 
 
-def test_every_kind_of_bad_file_raises_a_read_error_with_its_reason(tmp_path):
+@pytest.mark.parametrize("decoder", ["auto", TORCHCODEC])
+def test_every_kind_of_bad_file_raises_a_read_error_with_its_reason(tmp_path, decoder):
     good = write_lossless(tmp_path / "good.mp4", random_frames(12))
     expected = make_bad_files(tmp_path / "bad", good)
     for name, reason in expected.items():
         with pytest.raises(ReadError) as info:
-            read_frames(tmp_path / "bad" / name, np.arange)
+            read_frames(tmp_path / "bad" / name, np.arange, decoder=decoder)
         assert info.value.reason == reason, name
         assert name in str(info.value)
 
 
-@pytest.mark.parametrize("decoder", DECODERS[:2])
+@pytest.mark.parametrize("decoder", DECODERS[:3])
 def test_decoding_downscales_large_videos(tmp_path, decoder):
     frames = np.repeat(np.repeat(random_frames(4, size=16), 8, axis=1), 8, axis=2)[:, :96]  # [4, 96, 128, 3]
     landscape = write_lossless(tmp_path / "landscape.mp4", frames)
@@ -114,6 +120,26 @@ def test_decoding_downscales_large_videos(tmp_path, decoder):
     assert np.abs(got.astype(int) - frames[:, ::2, ::2]).mean() < 40  # the same picture, smaller
     got, _ = read_frames(portrait, np.arange, decoder=decoder, max_short_side=48)
     assert got.shape == (4, 128, 96, 3)  # decord cannot resize to portrait: done later
+
+
+def test_cuda_decoding_without_cuda_is_a_one_line_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this torch has CUDA")
+    path = write_lossless(tmp_path / "v.mp4", random_frames(4))
+    with pytest.raises(UserError, match="decode_device=cuda"):
+        read_frames(path, np.arange, decoder="torchcodec", device="cuda")
+    with pytest.raises(ValueError, match="decoder='torchcodec'"):
+        DataConfig(decoder="pyav", decode_device="cuda")
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and torchcodec_available()), reason="needs CUDA and torchcodec")
+def test_nvdec_frames_match_cpu_decoding(tmp_path):
+    path = tmp_path / "yuv420.mp4"  # NVDEC decodes 4:2:0 H.264 (not the lossless RGB files)
+    write_video(path, random_frames(40, size=64), crf=18, x264_params="bframes=2:keyint=10")
+    pick = lambda n: np.array([0, 7, 21, n - 1])  # noqa: E731
+    cpu, _ = read_frames(path, pick, decoder="torchcodec")
+    gpu, _ = read_frames(path, pick, decoder="torchcodec", device="cuda")
+    assert gpu.shape == cpu.shape and np.abs(gpu.astype(int) - cpu).mean() < 3  # colour conversion may differ
 
 
 class _ThreadsSeen(Dataset):
@@ -165,8 +191,9 @@ def test_real_clips_decode(shared_data, name):
     assert got.std() > 5  # real pictures, not blank frames
     ref = decode_in_order(path, [0, frames // 2, frames - 1])
     assert np.abs(got.astype(int) - ref).mean() < 3  # the frames asked for, up to colour conversion
-    got, _ = read_frames(path, lambda n: np.array([0, n // 2, n - 1]), decoder="pyav")
-    assert np.abs(got.astype(int) - ref).mean() < 3
+    for decoder in ("pyav",) + (("torchcodec",) if torchcodec_available() else ()):
+        got, _ = read_frames(path, lambda n: np.array([0, n // 2, n - 1]), decoder=decoder)
+        assert np.abs(got.astype(int) - ref).mean() < 3, decoder
     cfg = DataConfig.from_preset("kinetics", kind="video_folder", num_frames=8, frame_stride=4, eval_clips=2)
     views, raw = read_video_views(path, cfg, return_frames=True)
     assert views.shape == (6, 3, 8, 224, 224) and raw.shape == (6, 8, 224, 224, 3)

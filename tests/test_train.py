@@ -9,6 +9,7 @@ count every sample once and agree with 1 process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -26,7 +27,8 @@ from safetensors.torch import load_file
 
 from vivit_tl.config import load_config
 from vivit_tl.data import build_dataset, dataset_root, prepare_dataset
-from vivit_tl.engine.loader import EpochSampler, SeededDataset
+from vivit_tl.engine.loader import EpochSampler, SeededDataset, build_train_loader
+from vivit_tl.errors import UserError
 from vivit_tl.engine.metrics_log import read_metrics
 from vivit_tl.engine.trainer import CRASH_AFTER_STEPS_ENV
 from vivit_tl.engine.optim import build_optimizer, lr_factor, param_groups
@@ -146,6 +148,24 @@ def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(tiny):
     again = run_tool("tools/train.py", "--config", str(tiny), "run.name=full", "optim.epochs=1")
     assert again.returncode == 0 and (runs / "full-2" / "last").is_dir()
     assert torch.equal(weights(full_dir)[next(iter(a))], a[next(iter(a))])
+
+
+def test_resume_with_repeated_sampling_and_persistent_workers_matches_uninterrupted_run(tiny):
+    """clips_per_video 2 and one persistent worker: 16 steps per epoch of 32 videos; killed after step 20
+    (checkpoint at step 18, epoch 1), the resumed run ends with the uninterrupted run's weights."""
+    runs = tiny.parent / "runs"
+    options = ["data.clips_per_video=2", "data.num_workers=1", "run.log_every_steps=4"]
+    full = run_tool("tools/train.py", "--config", str(tiny), "run.name=k2_full", *options)
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = run_tool("tools/train.py", "--config", str(tiny), "run.name=k2_killed", *options,
+                      env={CRASH_AFTER_STEPS_ENV: "20"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    state = json.loads((runs / "k2_killed" / "checkpoints" / "step_00000018" / "train_state.json").read_text())
+    assert (state["epoch"], state["batch_in_epoch"]) == (1, 2)
+    resumed = run_tool("tools/train.py", "--config", str(tiny), "run.name=k2_killed", *options, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = weights(runs / "k2_full"), weights(runs / "k2_killed")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run ended with other weights"
 
 
 def test_two_processes_train_save_and_evaluate_like_one(tiny):
@@ -358,6 +378,24 @@ def test_epoch_sampler_is_a_pure_function_of_seed_and_epoch():
     sampler.set_epoch(4)
     assert list(sampler) == first and sorted(i for _, i in first) == list(range(20))
     assert {e for e, _ in first} == {4}
+
+
+def test_repeated_sampling_batches_hold_batch_size_clips_of_every_video_once(tiny):
+    cfg = dataclasses.replace(load_config(tiny).data, clips_per_video=2, num_workers=1)
+    dataset = build_dataset(cfg, "train", train=True)
+    loader = build_train_loader(dataset, data=cfg, batch_size=4, seed=0)
+    assert loader.persistent_workers and len(loader) == len(dataset) // 2  # an epoch: every video once
+    for epoch in range(2):  # the same (persistent) workers serve both epochs, each in its own order
+        loader.batch_sampler.sampler.set_epoch(epoch)
+        batches = list(loader)
+        clips, labels, indices = batches[0]
+        assert clips.shape == (4, 3, 4, 32, 32) and indices.tolist()[::2] == indices.tolist()[1::2]
+        assert labels.tolist() == [dataset.labels[i] for i in indices.tolist()]
+        assert not torch.equal(clips[0], clips[1])  # two clips of one video, augmented apart
+        seen = torch.cat([b[2] for b in batches]).tolist()
+        assert sorted(seen[::2]) == list(range(len(dataset)))
+    with pytest.raises(UserError, match="multiple of data.clips_per_video=2"):
+        build_train_loader(dataset, data=cfg, batch_size=3, seed=0)
 
 
 def test_train_dataset_items_are_reproducible(tiny):

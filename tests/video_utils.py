@@ -15,14 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vivit_tl.data.decoding import decord_available
+from vivit_tl.data.decoding import decord_available, torchcodec_available
 from vivit_tl.data.writer import write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: decord is optional: its tests skip where it is not installed (tests/test_no_decord.py runs the rest without it)
 needs_decord = pytest.mark.skipif(not decord_available(), reason="decord is not installed")
-DECODERS = [pytest.param("decord", marks=needs_decord), "pyav", "auto"]
+needs_torchcodec = pytest.mark.skipif(not torchcodec_available(), reason="torchcodec (or FFmpeg) is not installed")
+DECODERS = [pytest.param("decord", marks=needs_decord), "pyav", pytest.param("torchcodec", marks=needs_torchcodec), "auto"]
 
 
 def random_frames(num_frames: int, size: int = 32, seed: int = 0) -> np.ndarray:

@@ -36,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "flops": Command("flops", "parameters, GFLOPs and tokens per block of a model"),
     "export": Command("export", "torch.export program (.pt2) or a vivit-tl model file from any model"),
     "make-synthetic": Command("make_synthetic", "generate the synthetic moving-shapes video dataset"),
+    "prepare-videos": Command("prepare_videos", "re-encode a dataset's videos for fast loading (short side, keyframes)"),
     "configs": Command("configs", "list the packaged configs, or copy one out for editing"),
     "plot-metrics": Command("plot_metrics", "plot a run's training curves into a PNG"),
     "attention-box-check": Command("attention_box_check", "share of attention on the synthetic dataset's objects"),

@@ -179,7 +179,7 @@ def read_video_views(path: str | os.PathLike, cfg: DataConfig,
     else:
         frames, _ = read_frames(path, lambda n: eval_clip_indices(n, cfg.num_frames, cfg.frame_stride,
                                                                   cfg.eval_clips, cfg.short_video),
-                                decoder=cfg.decoder, num_threads=cfg.num_threads,
+                                decoder=cfg.decoder, num_threads=cfg.num_threads, device=cfg.decode_device,
                                 max_short_side=decode_short_side(cfg, train=False))  # [K, F, H, W, 3]
     views, raw = eval_views(frames, cfg)
     return (views, raw) if return_frames else views

@@ -83,8 +83,15 @@ class DataConfig:
             shorter than a clip.
         decoder: 'auto' (decord, PyAV fallback) | 'decord' | 'pyav' (the PyAV reader: seeks to the
             keyframe and skips unneeded non-reference frames; the fastest on CPU in
-            benchmarks/bench_loader.py); num_threads: decoder threads per worker (null: the usable CPUs
-            divided among the workers of all local processes, at least 1).
+            benchmarks/bench_loader.py) | 'torchcodec' (PyTorch's decoder, optional extra
+            ``vivit-tl[torchcodec]``, needs FFmpeg); num_threads: decoder threads per worker (null: the usable
+            CPUs divided among the workers of all local processes, at least 1).
+        decode_device: 'cpu', or 'cuda' to decode with NVDEC (``decoder: torchcodec`` only; the
+            DataLoader workers are then started with 'spawn').
+        clips_per_video: K random training clips (each with its own augmentation) from one decode of
+            a video, VideoMAE's repeated sampling. Each clip is a sample of the batch: a batch of
+            ``optim.batch_size`` clips holds ``batch_size / K`` videos, so an epoch (every video once)
+            has K times more steps. ``optim.batch_size`` must be a multiple of K.
         max_tries: how many substitute samples a training item tries after a bad file.
         decode_timeout_s: a decode that has not returned after this many seconds is stopped (its
             file is skipped and counted as a bad file); decoding then runs in a helper process per
@@ -111,7 +118,8 @@ class DataConfig:
             two steps: the whole frame to short_side square, then to image_size, bilinear without
             antialiasing, in float).
         eval_clips, eval_crops: K temporal clips x 1 or 3 spatial crops per video at evaluation.
-    Loader: num_workers (the trainer builds its DataLoader with it).
+    Loader: num_workers (the trainer builds its DataLoader with it; training workers persist across
+        epochs), prefetch_factor (batches each worker loads ahead).
 
     The defaults are the main job's: the synthetic dataset (96x96 videos of 32 frames), 16-frame
     clips at stride 2, 96 px crops with a little scale jitter, and no horizontal flip (it would
@@ -145,6 +153,8 @@ class DataConfig:
     short_video: str = "loop"
     decoder: str = "auto"
     num_threads: int | None = None
+    decode_device: str = "cpu"
+    clips_per_video: int = 1
     max_tries: int = 10
     decode_timeout_s: float = 60.0
     image_size: int = 96
@@ -164,6 +174,7 @@ class DataConfig:
     eval_clips: int = 1
     eval_crops: int = 1
     num_workers: int = 2
+    prefetch_factor: int = 2
 
     def __post_init__(self) -> None:
         self.validate()
@@ -227,20 +238,23 @@ class DataConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field value."""
-        choices = {"kind": KINDS, "short_video": ("loop", "pad"), "decoder": ("auto", "decord", "pyav"),
+        choices = {"kind": KINDS, "short_video": ("loop", "pad"), "decoder": ("auto", "decord", "pyav", "torchcodec"),
+                   "decode_device": ("cpu", "cuda"),
                    "train_crop": ("scale_jitter", "random_resized_crop", "batch_crop"),
                    "eval_resize": ("short_side", "full", "keras")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"data config {name}={getattr(self, name)!r} is not one of {list(valid)}")
         for name in ("num_frames", "frame_stride", "image_size", "short_side", "eval_clips",
-                     "num_threads", "max_tries"):
+                     "num_threads", "max_tries", "clips_per_video", "prefetch_factor"):
             value = getattr(self, name)
             if name == "num_threads" and value is None:
                 continue  # automatic
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"data config {name}={value!r} must be a positive integer"
                                  + (" or null (automatic)" if name == "num_threads" else ""))
+        if self.decode_device == "cuda" and self.decoder != "torchcodec":
+            raise ValueError(f"data config decode_device='cuda' needs decoder='torchcodec', not {self.decoder!r}")
         if self.train_crop == "batch_crop" and self.short_side < self.image_size:
             raise ValueError(f"data config train_crop='batch_crop' crops image_size={self.image_size} out of "
                              f"short_side={self.short_side}: short_side must be at least image_size")

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, get_worker_info
 from vivit_tl.errors import UserError
 
 from .config import DataConfig
-from .decoding import REASONS, ReadError, decoder_threads, read_frames, read_image, read_rawframes
+from .decoding import REASONS, ReadError, check_decode_device, decoder_threads, read_frames, read_image, read_rawframes
 from .sampling import eval_clip_indices, train_clip_indices
 from .sources import SampleIndex
 from .transforms import as_video, clip_eraser, decode_short_side, eval_crop, eval_resize, to_model_input, train_transform
@@ -76,11 +76,17 @@ class TooManyBadFiles(UserError):
         super().__init__(message)
 
 
+def stacked_train_indices(n: int, num_frames: int, stride: int, starts: tuple[float, ...], short_video: str) -> np.ndarray:
+    """Training clip indices ``[K, num_frames]`` of an ``n``-frame video, one row per relative start in ``starts``."""
+    return np.stack([train_clip_indices(n, num_frames, stride, u, short_video) for u in starts])
+
+
 class ClipDataset(Dataset):
     """Clips of videos (or one-frame clips of images) from a `SampleIndex`.
 
     train=True: item -> ``(clip [3, F, S, S] float, label, video_index)``, a random clip with
-    augmentation; a bad file is logged once, counted, and a random other sample is substituted
+    augmentation (with ``cfg.clips_per_video`` K > 1: ``clips [K, 3, F, S, S]``, K random clips of
+    one decode, each augmented on its own; the training collate flattens them); a bad file is logged once, counted, and a random other sample is substituted
     (at most ``cfg.max_tries`` times).
     train=False: ``len == num_videos * num_views``; item i is view ``i % num_views`` (clip-major:
     view = clip * crops + crop) of video ``i // num_views``; an unreadable video yields a zero clip
@@ -105,6 +111,8 @@ class ClipDataset(Dataset):
         self._erase = clip_eraser(cfg) if train else None
         self._max_short_side = decode_short_side(cfg, train)
         self._cache: tuple[int, list[torch.Tensor]] | None = None  # last evaluated video in this worker
+        if cfg.is_video and images is None:
+            check_decode_device(cfg.decoder, cfg.decode_device)  # a one-line error here, not in every worker
 
     def __len__(self) -> int:
         return len(self.index) * self.num_views
@@ -134,8 +142,11 @@ class ClipDataset(Dataset):
             frames, _ = call_with_timeout(cfg.decode_timeout_s, path, read_rawframes, path, pick, self.index.frame_counts[i],
                                           filename_tmpl=cfg.filename_tmpl, start_index=cfg.start_index)
         else:  # threads resolved here: the helper process is not a DataLoader worker
-            frames, _ = call_with_timeout(cfg.decode_timeout_s, path, read_frames, path, pick, decoder=cfg.decoder,
-                                          num_threads=decoder_threads(cfg.num_threads), max_short_side=self._max_short_side)
+            # a CUDA decoder cannot run in the forked helper: NVDEC decodes are not guarded
+            timeout = cfg.decode_timeout_s if cfg.decode_device == "cpu" else 0
+            frames, _ = call_with_timeout(timeout, path, read_frames, path, pick, decoder=cfg.decoder,
+                                          num_threads=decoder_threads(cfg.num_threads), max_short_side=self._max_short_side,
+                                          device=cfg.decode_device)
         return frames
 
     def _report(self, i: int, error: ReadError) -> None:
@@ -143,12 +154,16 @@ class ClipDataset(Dataset):
             log.warning("bad file skipped: %s", error)
 
     def _train_item(self, i: int) -> torch.Tensor:
+        """``clips_per_video`` random clips of sample ``i`` from one decode: ``[3, F, S, S]``, or ``[K, 3, F, S, S]``."""
         cfg = self.cfg
-        pick = functools.partial(train_clip_indices, num_frames=cfg.num_frames, stride=cfg.frame_stride,
-                                 u=float(torch.rand(())), short_video=cfg.short_video)
-        frames = self.read(i, pick)
-        clip = to_model_input(self._train_transform(as_video(torch.from_numpy(frames))), cfg)  # [3, F, H, W]
-        return clip if self._erase is None else self._erase(clip)
+        starts = tuple(torch.rand(cfg.clips_per_video).tolist())  # one relative start position per clip
+        pick = functools.partial(stacked_train_indices, num_frames=cfg.num_frames, stride=cfg.frame_stride,
+                                 starts=starts, short_video=cfg.short_video)  # picklable: it may go to the watchdog
+        frames = self.read(i, pick)  # [K, F, H, W, 3]
+        clips = [to_model_input(self._train_transform(as_video(torch.from_numpy(clip))), cfg) for clip in frames]
+        if self._erase is not None:
+            clips = [self._erase(clip) for clip in clips]
+        return clips[0] if len(clips) == 1 else torch.stack(clips)  # [3, F, S, S] or [K, 3, F, S, S]
 
     def _eval_clips(self, i: int) -> list[torch.Tensor] | None:
         """The resized uint8 clips ``[F, 3, H, W]`` of video ``i`` (cached for its other views), None if bad."""

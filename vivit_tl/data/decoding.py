@@ -1,4 +1,4 @@
-"""Reading frames: decord (default) with a PyAV fallback, and images through PIL.
+"""Reading frames: decord (default) with a PyAV fallback, torchcodec on request, and images through PIL.
 
 Only the frames a clip needs are converted to RGB. Every failure becomes a `ReadError` with a
 short ``reason`` (one of `REASONS`) and the decoder's message as ``detail``.
@@ -6,6 +6,8 @@ short ``reason`` (one of `REASONS`) and the decoder's message as ``detail``.
 decord is optional (it has no wheels for macOS on Apple silicon nor for Linux aarch64) and is
 imported on first use. Without it, ``decoder='auto'`` reads with PyAV (logged once) and
 ``decoder='decord'`` is a one-line :class:`~vivit_tl.errors.UserError` saying how to install it.
+torchcodec (PyTorch's decoder, exact frame indices, CPU or CUDA/NVDEC) is optional the same way and
+only used with ``decoder='torchcodec'``; it needs the system's FFmpeg libraries.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import functools
 import logging
 import os
 import types
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import av
 import numpy as np
@@ -63,23 +65,35 @@ def check_file(path: str | os.PathLike) -> None:
         raise ReadError(path, ZERO_BYTE)
 
 
-def _short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+def short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(width, height) with the short side equal to ``short_side``, aspect kept."""
     scale = short_side / min(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+class Probe(NamedTuple):
+    """What the header of a video's first video stream says."""
+
+    width: int
+    height: int
+    guessed_timestamps: bool  # see `_guessed_timestamps`: seeking decoders would pick wrong frames
+
+
 @functools.lru_cache(maxsize=65536)
-def probe_size(path: str) -> tuple[int, int]:
-    """(width, height) of the first video stream, read from the header with PyAV."""
+def probe(path: str) -> Probe:
+    """Size and timestamp trouble of the first video stream, read from the header with PyAV (cached)."""
     try:
         with av.open(path) as container:
-            if not container.streams.video:
-                raise ReadError(path, NO_VIDEO_STREAM)
-            ctx = container.streams.video[0].codec_context
-            return ctx.width, ctx.height
+            stream = _video_stream(container, path)
+            ctx = stream.codec_context
+            return Probe(ctx.width, ctx.height, _guessed_timestamps(container, stream))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise ReadError(path, UNREADABLE, str(exc)) from None
+
+
+def probe_size(path: str) -> tuple[int, int]:
+    """(width, height) of the first video stream."""
+    return probe(path)[:2]
 
 
 def decode_size(path: str, max_short_side: int | None) -> tuple[int, int] | None:
@@ -89,7 +103,7 @@ def decode_size(path: str, max_short_side: int | None) -> tuple[int, int] | None
     width, height = probe_size(path)
     if min(width, height) <= max_short_side or height > width:
         return None  # decord 0.6 fails to resize to a portrait size: those are resized later
-    return _short_side_size(width, height, max_short_side)
+    return short_side_size(width, height, max_short_side)
 
 
 def _gather(frames: np.ndarray, uniq: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -146,6 +160,57 @@ def _require_decord() -> types.ModuleType:
     return decord
 
 
+@functools.lru_cache(maxsize=1)
+def import_torchcodec() -> types.ModuleType | None:
+    """``torchcodec.decoders``, or None when torchcodec (or the FFmpeg libraries it loads) is missing."""
+    try:
+        from torchcodec import decoders
+    except (ImportError, OSError, RuntimeError) as exc:  # RuntimeError: no loadable FFmpeg
+        log.warning("torchcodec is not available (%s)", str(exc).splitlines()[0] if str(exc) else exc)
+        return None
+    return decoders
+
+
+def torchcodec_available() -> bool:
+    return import_torchcodec() is not None
+
+
+def check_decode_device(decoder: str, device: str) -> None:
+    """Raise UserError when ``decoder`` cannot run (torchcodec missing) or ``device`` is not usable here."""
+    if decoder == "torchcodec" and not torchcodec_available():
+        raise UserError("data.decoder=torchcodec but torchcodec does not load: pip install 'vivit-tl[torchcodec]' "
+                        "and install FFmpeg (e.g. apt-get install ffmpeg), or use data.decoder=auto")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("data.decode_device=cuda but this torch has no usable CUDA device: use data.decode_device=cpu")
+
+
+def _read_torchcodec(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, int] | None,
+                     device: str) -> tuple[np.ndarray, np.ndarray]:
+    """torchcodec reader in exact seek mode (its frame index comes from a scan of every packet).
+
+    ``device='cuda'`` decodes with NVDEC; the frames are copied back to the CPU for the transforms.
+    """
+    check_decode_device("torchcodec", device)
+    decoders = import_torchcodec()
+    from torchcodec.transforms import Resize
+
+    try:
+        reader = decoders.VideoDecoder(path, dimension_order="NHWC", num_ffmpeg_threads=num_threads, device=device,
+                                       seek_mode="exact", transforms=[Resize((size[1], size[0]))] if size else None)
+    except (RuntimeError, ValueError) as exc:
+        reason = NO_VIDEO_STREAM if "video stream" in str(exc).lower() else UNREADABLE
+        raise ReadError(path, reason, str(exc)) from None
+    if len(reader) == 0:
+        raise ReadError(path, NO_FRAMES)
+    idx = np.asarray(pick(len(reader)), dtype=np.int64)
+    uniq = np.unique(idx)
+    try:
+        frames = reader.get_frames_at(uniq.tolist()).data.cpu().numpy()  # [U, H, W, 3]
+    except (RuntimeError, IndexError) as exc:
+        raise ReadError(path, DECODE_ERROR, str(exc)) from None
+    return _gather(frames, uniq, idx), idx
+
+
 def _read_decord(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
     decord = _require_decord()
     from decord._ffi.base import DECORDError
@@ -189,12 +254,15 @@ def _packet_index(container: av.container.InputContainer, stream: av.video.strea
                 packets.append((packet.pts, packet.is_keyframe))
     except av.error.FFmpegError:
         pass
-    # AVI stores no presentation times: with B-frames the ones FFmpeg guesses are out of order.
-    guessed = container.format.name == "avi" and stream.codec_context.has_b_frames
-    if guessed or any(pts is None for pts, _ in packets):
+    if _guessed_timestamps(container, stream) or any(pts is None for pts, _ in packets):
         return [None] * len(packets), []  # no keyframes: the caller decodes from the start
     packets.sort()
     return [pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key]
+
+
+def _guessed_timestamps(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> bool:
+    """AVI stores no presentation times: with B-frames the ones FFmpeg guesses are out of order."""
+    return container.format.name == "avi" and bool(stream.codec_context.has_b_frames)
 
 
 def _decode_seeking(container: av.container.InputContainer, stream: av.video.stream.VideoStream, pts: list[int],
@@ -330,17 +398,18 @@ def decoder_threads(requested: int | None) -> int:
 
 
 def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "auto", num_threads: int | None = 1,
-                max_short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                max_short_side: int | None = None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Decode the frames ``pick(num_frames)`` asks for, clamped to the frames that really decode.
 
     Args:
         path: video file.
         pick: frame count -> indices (any shape).
-        decoder: 'decord', 'pyav' or 'auto' (decord, then PyAV for files decord cannot read;
-            PyAV alone where decord is not installed). Files whose timestamps decord cannot order go
+        decoder: 'decord', 'pyav', 'torchcodec' or 'auto' (decord, then PyAV for files decord cannot
+            read; PyAV alone where decord is not installed). Files whose timestamps decord cannot order go
             to PyAV with either decord setting: decord would return wrong frames for them.
         num_threads: decoder threads (None: :func:`decoder_threads`' automatic share of the CPUs).
         max_short_side: downscale at decode time to this short side when the video is larger.
+        device: 'cpu', or 'cuda' to decode with NVDEC (torchcodec only).
 
     Returns:
         (frames uint8 ``idx.shape + [H, W, 3]``, idx) with the indices actually used.
@@ -352,6 +421,15 @@ def read_frames(path: str | os.PathLike, pick: IndexPicker, *, decoder: str = "a
     check_file(path)
     num_threads = decoder_threads(num_threads)
     size = decode_size(path, max_short_side)
+    if decoder == "torchcodec":
+        if probe(path).guessed_timestamps:  # torchcodec, like decord, would seek to the wrong frames
+            return _read_pyav(path, pick, num_threads, size)
+        try:
+            return _read_torchcodec(path, pick, num_threads, size, device)
+        except ReadError as error:
+            if error.reason != DECODE_ERROR:
+                raise
+            return _read_pyav(path, pick, num_threads, size)  # damaged: PyAV keeps the frames that decode
     if decoder == "pyav" or (decoder == "auto" and _pyav_instead_of_decord()):
         return _read_pyav(path, pick, num_threads, size)
     try:

@@ -10,6 +10,10 @@ This is what makes a resumed run bit-identical to an uninterrupted one:
   the worker that loads it, on the number of workers or processes, or on what was loaded before.
   The caller's RNG states are restored afterwards (dropout keeps its own stream, which
   ``accelerator.save_state`` saves and restores).
+- With ``clips_per_video: K``, a training batch of ``batch_size`` clips holds ``batch_size / K`` videos;
+  :func:`collate_clips` flattens each video's K clips into K samples.
+- Training workers persist across epochs (the sampler runs in the main process, so the order still
+  follows ``set_epoch``), each loading ``prefetch_factor`` batches ahead.
 - With ``train_crop: batch_crop``, :class:`BatchCropCollate` crops each batch with an RNG seeded
   from ``seed`` and the batch's sample indices.
 - Both loaders get their own ``torch.Generator``, so creating an iterator never draws from the
@@ -27,6 +31,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default
 
 from vivit_tl.data import DataConfig
 from vivit_tl.data.transforms import crop_batch
+from vivit_tl.errors import UserError
 
 
 def mixed_seed(*keys: int) -> int:
@@ -95,6 +100,20 @@ class SeededDataset(Dataset):
             torch.set_rng_state(saved[2])
 
 
+def collate_clips(items: list[tuple[torch.Tensor, int, int]]) -> list[torch.Tensor]:
+    """``default_collate``, then each video's K clips (``clips_per_video``) become K samples.
+
+    Items ``(clips [K, 3, F, H, W], label, index)`` -> ``[clips [B*K, 3, F, H, W], labels [B*K], indices [B*K]]``
+    (video-major: the K clips of a video are adjacent); items with one clip ``[3, F, H, W]`` are just stacked.
+    """
+    clips, labels, indices = default_collate(items)  # [B, K, 3, F, H, W] or [B, 3, F, H, W]
+    if clips.dim() == 6:
+        k = clips.shape[1]
+        clips = clips.flatten(0, 1)  # [B*K, 3, F, H, W]
+        labels, indices = labels.repeat_interleave(k), indices.repeat_interleave(k)
+    return [clips, labels, indices]
+
+
 class BatchCropCollate:
     """``collate_fn`` for ``train_crop: batch_crop``: stacks ``(clip, label, index)`` items, then
     :func:`~vivit_tl.data.transforms.crop_batch` with an RNG seeded from the run seed and the
@@ -104,21 +123,33 @@ class BatchCropCollate:
         self.size, self.hflip, self.seed = data.image_size, data.hflip, seed
 
     def __call__(self, items: list[tuple[torch.Tensor, int, int]]) -> list[torch.Tensor]:
-        clips, labels, indices = default_collate(items)  # [B, 3, F, short_side, short_side], [B], [B]
+        clips, labels, indices = collate_clips(items)  # [B, 3, F, short_side, short_side], [B], [B]
         generator = torch.Generator().manual_seed(mixed_seed(self.seed, BATCH, *indices.tolist()))
         return [crop_batch(clips, self.size, self.hflip, generator), labels, indices]
 
 
 def build_train_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, seed: int) -> DataLoader:
-    """Shuffled training loader over :class:`SeededDataset` keys; incomplete last batch dropped."""
+    """Shuffled training loader over :class:`SeededDataset` keys, batches of ``batch_size`` clips
+    (``batch_size / clips_per_video`` videos); incomplete last batch dropped.
+
+    Raises:
+        UserError: ``batch_size`` is not a multiple of ``data.clips_per_video``.
+    """
+    clips = data.clips_per_video
+    if batch_size % clips:
+        raise UserError(f"optim.batch_size={batch_size} must be a multiple of data.clips_per_video={clips} "
+                        "(a batch holds batch_size / clips_per_video videos)")
     sampler = EpochSampler(len(dataset), seed)
+    workers = data.num_workers
     return DataLoader(
         SeededDataset(dataset, seed),
-        batch_sampler=BatchSampler(sampler, batch_size, drop_last=True),
-        collate_fn=BatchCropCollate(data, seed) if data.train_crop == "batch_crop" else None,
-        num_workers=data.num_workers,
+        batch_sampler=BatchSampler(sampler, batch_size // clips, drop_last=True),
+        collate_fn=BatchCropCollate(data, seed) if data.train_crop == "batch_crop" else collate_clips,
+        num_workers=workers,
         generator=torch.Generator().manual_seed(seed),
-        persistent_workers=False,
+        persistent_workers=workers > 0,
+        prefetch_factor=data.prefetch_factor if workers > 0 else None,
+        multiprocessing_context="spawn" if workers > 0 and data.decode_device == "cuda" else None,  # CUDA in workers
         pin_memory=torch.cuda.is_available(),
     )
 
