@@ -162,7 +162,7 @@ def predict_timeline(predictor: Predictor, path: str | Path, window_s: float = 2
     consecutive windows share forward passes of ``batch_size`` views.
 
     Raises:
-        UserError naming the file when it cannot be read.
+        UserError: naming the file, when it cannot be read.
     """
     path = str(path)
     if not predictor.data_config.is_video:
