@@ -56,7 +56,8 @@ def test_clips_per_video_are_random_clips_of_one_decode(tmp_path, monkeypatch):
     decodes = []
     read_frames = datasets.read_frames
     monkeypatch.setattr(datasets, "read_frames", lambda *a, **k: decodes.append(a[0]) or read_frames(*a, **k))
-    ds = build_dataset(folder_cfg(tmp_path, clips_per_video=3), "train", train=True)
+    # decode_timeout_s=0: decoded in this process, where the counting reader is (the watchdog forks a helper)
+    ds = build_dataset(folder_cfg(tmp_path, clips_per_video=3, decode_timeout_s=0), "train", train=True)
     starts = set()
     for _ in range(4):
         clips, label, index = ds[1]

@@ -529,7 +529,18 @@ def _batches(loader: Any) -> Any:
             break
         yield batch
     del iterator
+    _stop_persistent_workers(loader)
     raise TooManyBadFiles(message)
+
+
+def _stop_persistent_workers(loader: Any) -> None:
+    """Shut down the workers a DataLoader with ``persistent_workers`` keeps between epochs (through
+    accelerate's wrapper, whose ``base_dataloader`` is the torch DataLoader)."""
+    torch_loader = getattr(loader, "base_dataloader", loader)
+    workers = getattr(torch_loader, "_iterator", None)
+    if workers is not None and hasattr(workers, "_shutdown_workers"):
+        workers._shutdown_workers()
+        torch_loader._iterator = None
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
