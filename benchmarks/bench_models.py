@@ -43,7 +43,7 @@ input and, for the step, no gradients), i.e. activations, gradients and temporar
   ``/proc/self/clear_refs``) during one call minus the resident size (``VmRSS``) before it. This counts what
   the process really touched (PyTorch tensors plus oneDNN scratch space) in MiB; it needs Linux.
 
-The results go to ``--out`` (default ``benchmarks/results/<preset>-<device>``): ``results.md`` (the tables),
+The results go to ``--out`` (default ``docs/generated/benchmarks/<preset>-<device>``): ``results.md`` (the tables),
 ``results.json`` (every sample) and ``speedup_vs_flops.png`` (measured TokenLearner speedup against FLOP
 reduction).
 """
@@ -631,7 +631,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--profile", action="store_true",
                         help="also write profiles.md: torch.profiler ops of one forward and one step per model")
-    parser.add_argument("--out", type=Path, help="output folder (default: benchmarks/results/<preset>-<device>)")
+    parser.add_argument("--out", type=Path, help="output folder (default: docs/generated/benchmarks/<preset>-<device>)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -664,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"unknown group(s) {unknown} in preset {args.preset!r}; valid: {sorted(groups)}")
         groups = {k: v for k, v in groups.items() if k in args.groups}
-    out = args.out or Path(__file__).resolve().parent / "results" / f"{args.preset}-{device.type}"
+    out = args.out or Path(__file__).resolve().parents[1] / "docs" / "generated" / "benchmarks" / f"{args.preset}-{device.type}"
     out.mkdir(parents=True, exist_ok=True)
 
     started, t0 = datetime.datetime.now().isoformat(timespec="seconds"), time.perf_counter()
