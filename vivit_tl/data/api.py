@@ -17,7 +17,7 @@ import torch
 from . import synthetic
 from .config import IMAGE_EXTENSIONS, DataConfig
 from .datasets import ClipDataset, eval_views
-from .decoding import check_decoder, read_frames, read_image
+from .decoding import read_frames, read_image
 from .sampling import eval_clip_indices
 from .sources import SampleIndex, carve_split, video_index
 from .transforms import decode_short_side
@@ -143,8 +143,6 @@ def build_dataset(cfg: DataConfig, split: str, train: bool) -> ClipDataset:
     if cfg.kind == "synthetic" and not synthetic.is_complete(root):
         raise FileNotFoundError(f"synthetic dataset not found at {root}: call prepare_dataset(cfg) first "
                                 "(or run vivit-tl make-synthetic)")
-    if cfg.is_video:
-        check_decoder(cfg.decoder)
     carve = cfg.val_size > 0 and split in (cfg.train_split, cfg.val_split)
     index, images = _split_index(cfg, root, cfg.train_split if carve else split)
     if carve:

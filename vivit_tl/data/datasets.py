@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, get_worker_info
 from vivit_tl.errors import UserError
 
 from .config import DataConfig
-from .decoding import REASONS, ReadError, check_decode_device, decoder_threads, read_frames, read_image, read_rawframes
+from .decoding import REASONS, ReadError, check_decoder, decoder_threads, read_frames, read_image, read_rawframes
 from .sampling import eval_clip_indices, train_clip_indices
 from .sources import SampleIndex
 from .transforms import as_video, clip_eraser, decode_short_side, eval_crop, eval_resize, to_model_input, train_transform
@@ -112,7 +112,7 @@ class ClipDataset(Dataset):
         self._max_short_side = decode_short_side(cfg, train)
         self._cache: tuple[int, list[torch.Tensor]] | None = None  # last evaluated video in this worker
         if cfg.is_video and images is None:
-            check_decode_device(cfg.decoder, cfg.decode_device)  # a one-line error here, not in every worker
+            check_decoder(cfg.decoder, cfg.decode_device)  # a one-line error here, not in every worker
 
     def __len__(self) -> int:
         return len(self.index) * self.num_views

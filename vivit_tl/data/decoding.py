@@ -143,13 +143,19 @@ def _pyav_instead_of_decord() -> bool:
     return decord is None
 
 
-def check_decoder(decoder: str) -> None:
-    """Resolve ``decoder`` up front, in the main process: a UserError for 'decord' without decord, and
-    the one log line for 'auto' without it (DataLoader workers forked later inherit the answer)."""
+def check_decoder(decoder: str, device: str = "cpu") -> None:
+    """Resolve ``decoder`` (on ``device``) up front, in the main process: a UserError for a decoder that
+    is not installed (decord, torchcodec) or a CUDA device this torch lacks, and the one log line for
+    'auto' without decord (DataLoader workers forked later inherit the answer)."""
     if decoder == "decord":
         _require_decord()
     elif decoder == "auto":
         _pyav_instead_of_decord()
+    elif decoder == "torchcodec" and not torchcodec_available():
+        raise UserError("data.decoder=torchcodec but torchcodec does not load: pip install 'vivit-tl[torchcodec]' "
+                        "and install FFmpeg (e.g. apt-get install ffmpeg), or use data.decoder=auto")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("data.decode_device=cuda but this torch has no usable CUDA device: use data.decode_device=cpu")
 
 
 def _require_decord() -> types.ModuleType:
@@ -175,22 +181,13 @@ def torchcodec_available() -> bool:
     return import_torchcodec() is not None
 
 
-def check_decode_device(decoder: str, device: str) -> None:
-    """Raise UserError when ``decoder`` cannot run (torchcodec missing) or ``device`` is not usable here."""
-    if decoder == "torchcodec" and not torchcodec_available():
-        raise UserError("data.decoder=torchcodec but torchcodec does not load: pip install 'vivit-tl[torchcodec]' "
-                        "and install FFmpeg (e.g. apt-get install ffmpeg), or use data.decoder=auto")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("data.decode_device=cuda but this torch has no usable CUDA device: use data.decode_device=cpu")
-
-
 def _read_torchcodec(path: str, pick: IndexPicker, num_threads: int, size: tuple[int, int] | None,
                      device: str) -> tuple[np.ndarray, np.ndarray]:
     """torchcodec reader in exact seek mode (its frame index comes from a scan of every packet).
 
     ``device='cuda'`` decodes with NVDEC; the frames are copied back to the CPU for the transforms.
     """
-    check_decode_device("torchcodec", device)
+    check_decoder("torchcodec", device)
     decoders = import_torchcodec()
     from torchcodec.transforms import Resize
 
