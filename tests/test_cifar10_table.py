@@ -33,6 +33,7 @@ EXPECTED = {
     "depth8": ("vit_cifar", KERAS_VIT + BLOCK, [64] * 8),
     "v11_tl8": ("vit_cifar_v11_tl8", 1_353_682, [64, 64, 64, 8]),
     "tl8_plus": ("vit_cifar_tl8", 1_355_850, [64, 64, 64, 8]),
+    "tl8_reg": ("vit_cifar_tl8", 1_355_850, [64, 64, 64, 8]),
 }
 KERAS_RECIPE = ("no_tl", "tl8", "tl4", "depth8", "v11_tl8")
 
@@ -131,7 +132,7 @@ def test_collect_only_fills_finished_rows_and_says_not_run(tmp_path, archive, ca
     assert (rows["tl8"]["wall_time_s"], rows["tl8"]["wall_time_source"]) == (1800.0, "launcher")
     assert rows["no_tl"]["top1"] == pytest.approx(50.0) and rows["no_tl"]["run_dir"].endswith("cifar10_vit-2")
     assert rows["no_tl"]["wall_time_source"] == "file times" and rows["no_tl"]["wall_time_s"] >= 590
-    for row_id in ("tl4", "depth8", "v11_tl8", "tl8_plus"):
+    for row_id in ("tl4", "depth8", "v11_tl8", "tl8_plus", "tl8_reg"):
         assert rows[row_id]["status"] == "not run" and "top1" not in rows[row_id]
         assert rows[row_id]["command"].startswith(f"accelerate launch tools/train.py --config configs/{row(row_id).config}")
         assert f"data.archive={archive}" in rows[row_id]["command"]
@@ -271,3 +272,12 @@ def test_the_table_lists_every_row_and_recorded_rows_count_as_done(tmp_path, arc
     assert table.main([*common, "--collect-only", "--rows", "tl4"]) == 0
     rows = {r["id"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
     assert list(rows) == table.ROW_IDS and rows["tl8"]["top1"] == pytest.approx(55.0)
+
+
+def test_keys_added_after_a_run_count_as_their_defaults():
+    plus, reg = (table.flat_config(load_config(CONFIG_DIR / name))
+                 for name in ("cifar10_vit_tl_plus.yaml", "cifar10_vit_tl_reg.yaml"))
+    older = {key: value for key, value in plus.items() if key not in ("data.random_erasing", "data.rand_augment")}
+    assert table.config_differences(plus, older) == []  # a run from before the keys existed ran with their defaults
+    assert table.config_differences(reg, older) == ["data.rand_augment=None (row: [2, 7])",
+                                                    "data.random_erasing=None (row: 0.25)"]
