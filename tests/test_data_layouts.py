@@ -173,3 +173,19 @@ def test_something_something_v2_json_labels_and_webm(tmp_path):
     assert val_ds.labels == [0] and val_ds[0][1] == 0
     with pytest.raises(ValueError, match="its test set has no labels"):
         build_dataset(cfg, "test", train=False)
+
+
+def test_ssv2_reads_the_mp4_files_that_prepare_videos_writes(tmp_path):
+    """SSv2's split files name bare ids; after prepare-videos the videos are <id>.mp4, not <id>.webm."""
+    ann = tmp_path / "labels"
+    ann.mkdir()
+    (ann / "labels.json").write_text(json.dumps({"Holding something": "0", "Pushing something": "1"}))
+    entries = [{"id": "7", "template": "Holding [something]"}, {"id": "8", "template": "Pushing [something]"},
+               {"id": "9", "template": "Holding [something]"}]
+    (ann / "something-something-v2-train.json").write_text(json.dumps(entries))
+    (ann / "something-something-v2-validation.json").write_text(json.dumps(entries[:1]))
+    sources = write_videos(tmp_path / "videos", ["7.mp4", "8.mp4", "9.webm"])  # 9 not re-encoded
+    cfg = layout_cfg("ssv2", tmp_path, data_prefix="videos", annotation_dir="labels")
+    ds = build_dataset(cfg, "train", train=True)
+    assert ds.video_names == ["videos/7.mp4", "videos/8.mp4", "videos/9.webm"]
+    assert_reads_sources(ds, {f"videos/{n}": f for n, f in sources.items()})

@@ -18,6 +18,7 @@ from vivit_tl.errors import UserError
 
 from . import layouts
 from .config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataConfig
+from .prepare import prepared_name
 
 log = logging.getLogger("vivit_tl.data")
 
@@ -226,9 +227,17 @@ def video_index(cfg: DataConfig, root: Path, split: str) -> SampleIndex:
         rows = [(name, lookup[label]) for name, label in named]
     prefix = cfg.data_prefix.format(split=split)
     names = [os.path.join(prefix, name) if prefix else name for name, _ in rows]
+    if cfg.kind == "ssv2":  # its split files name bare ids: <id>.webm as released, <id>.mp4 after prepare-videos
+        names = [_listed_or_prepared(root, name) for name in names]
     index = SampleIndex(root, names, [label for _, label in rows], classes, counts)
     _check_present(index, cfg, split)
     return index
+
+
+def _listed_or_prepared(root: Path, name: str) -> str:
+    """``name``, or the name ``vivit-tl prepare-videos`` gave it when only that file exists under ``root``."""
+    prepared = str(prepared_name(Path(name)))
+    return prepared if not (root / name).is_file() and (root / prepared).is_file() else name
 
 
 def _check_present(index: SampleIndex, cfg: DataConfig, split: str) -> None:
